@@ -1,0 +1,49 @@
+# trainmon: `make demo` runs a simulated training run with the exporter; `make test` runs every check.
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+# Debian packages the integration tests run for real: binary -> package.
+APT_NEEDS := prometheus:prometheus promtool:prometheus prometheus-pushgateway:prometheus-pushgateway \
+	prometheus-alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager \
+	initdb:postgresql pg_ctl:postgresql
+
+.PHONY: demo test lint system-packages venv dashboards clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m trainmon.exporter.demo
+
+# Installs the Debian packages above when one of their binaries is missing (root, or sudo when present).
+system-packages:
+	@missing=""; for pair in $(APT_NEEDS); do bin=$${pair%%:*}; pkg=$${pair##*:}; \
+	  if ! command -v $$bin >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/$$bin >/dev/null 2>&1; then \
+	    missing="$$missing $$pkg"; fi; done; \
+	if [ -n "$$missing" ]; then \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo"; \
+	  echo "installing Debian packages:$$missing"; \
+	  $$sudo apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends $$(echo $$missing | tr ' ' '\n' | sort -u); \
+	fi
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: system-packages $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest
+
+dashboards: $(STAMP)
+	$(PY) -m grafana.dashboards.generate
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

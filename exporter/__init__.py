@@ -1,0 +1,1 @@
+"""trainmon.exporter: the in-process exporter that trainers import."""

@@ -1,0 +1,1 @@
+"""trainmon.metadata_api"""

@@ -1,0 +1,328 @@
+"""Start and stop the real servers the tests talk to, on 127.0.0.1, free ports, temp dirs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+import requests
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require_binary(name: str, *candidates: str) -> str:
+    """Path of a binary the test needs; skip locally, fail under CI=true, when it is missing."""
+    for candidate in (name, *candidates):
+        executable = os.path.isabs(candidate) and os.access(candidate, os.X_OK)
+        path = shutil.which(candidate) or (candidate if executable else None)
+        if path:
+            return path
+    message = f"{name} is not installed (make test installs it)"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 30.0, interval: float = 0.1,
+               what: str = "condition") -> None:
+    """Poll `check` until it returns true; raise TimeoutError naming `what` otherwise."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception as error:  # noqa: BLE001 - retried until the deadline
+            last_error = error
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
+
+
+def http_ok(url: str) -> Callable[[], bool]:
+    return lambda: requests.get(url, timeout=2).status_code == 200
+
+
+class ManagedProcess:
+    """A child process with its output in a log file; `stop()` ends it and its process group."""
+
+    def __init__(self, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None,
+                 cwd: str | Path | None = None, user: str | None = None):
+        self.argv = list(argv)
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        preexec = _drop_privileges(user) if user else None
+        self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                     start_new_session=True, preexec_fn=preexec)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log_tail(self, chars: int = 4000) -> str:
+        with contextlib.suppress(OSError):
+            return self.log_path.read_text(errors="replace")[-chars:]
+        return ""
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+        self.proc.wait(timeout=30)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._log.close()
+
+    def wait_ready(self, check: Callable[[], bool], timeout: float = 30.0, what: str | None = None) -> None:
+        def ready() -> bool:
+            if not self.alive():
+                raise RuntimeError(f"{self.argv[0]} exited with {self.proc.returncode}:\n{self.log_tail()}")
+            return check()
+
+        try:
+            wait_until(ready, timeout=timeout, what=what or self.argv[0])
+        except (TimeoutError, RuntimeError):
+            self.stop()
+            raise
+
+
+def _drop_privileges(user: str) -> Callable[[], None]:
+    entry = pwd.getpwnam(user)
+
+    def preexec() -> None:
+        os.setgid(entry.pw_gid)
+        os.setuid(entry.pw_uid)
+
+    return preexec
+
+
+# --- Prometheus ---
+
+
+class Prometheus:
+    """A real Prometheus with a test-written config; `query()` runs PromQL over /api/v1/query."""
+
+    def __init__(self, process: ManagedProcess, url: str, config_path: Path):
+        self.process = process
+        self.url = url
+        self.config_path = config_path
+
+    def query(self, promql: str, at: float | None = None) -> list[dict]:
+        params = {"query": promql}
+        if at is not None:
+            params["time"] = str(at)
+        answer = requests.get(f"{self.url}/api/v1/query", params=params, timeout=10).json()
+        if answer.get("status") != "success":
+            raise AssertionError(f"PromQL {promql!r} failed: {answer}")
+        return answer["data"]["result"]
+
+    def query_range(self, promql: str, start: float, end: float, step: float = 1.0) -> list[dict]:
+        params = {"query": promql, "start": str(start), "end": str(end), "step": str(step)}
+        answer = requests.get(f"{self.url}/api/v1/query_range", params=params, timeout=10).json()
+        if answer.get("status") != "success":
+            raise AssertionError(f"PromQL {promql!r} failed: {answer}")
+        return answer["data"]["result"]
+
+    def targets(self) -> list[dict]:
+        return requests.get(f"{self.url}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
+
+    def wait_for(self, promql: str, timeout: float = 30.0,
+                 predicate: Callable[[list[dict]], bool] = bool) -> list[dict]:
+        """Poll a query until `predicate(result)` holds; return that result."""
+        box: list[list[dict]] = []
+
+        def check() -> bool:
+            result = self.query(promql)
+            box[:] = [result]
+            return predicate(result)
+
+        wait_until(check, timeout=timeout, what=f"PromQL {promql!r}")
+        return box[0]
+
+    def reload(self) -> None:
+        requests.post(f"{self.url}/-/reload", timeout=10).raise_for_status()
+
+
+@contextlib.contextmanager
+def run_prometheus(config_yaml: str, workdir: Path | None = None, extra_files: dict[str, str] | None = None,
+                   port: int | None = None) -> Iterator[Prometheus]:
+    """Start Prometheus with `config_yaml` (may use `{port}`-free text); stop it on exit."""
+    binary = require_binary("prometheus")
+    with _workdir(workdir) as base:
+        for name, content in (extra_files or {}).items():
+            (base / name).parent.mkdir(parents=True, exist_ok=True)
+            (base / name).write_text(content)
+        config_path = base / "prometheus.yml"
+        config_path.write_text(config_yaml)
+        port = port or free_port()
+        process = ManagedProcess(
+            [binary, f"--config.file={config_path}", f"--storage.tsdb.path={base / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle", "--log.level=warn"],
+            base / "prometheus.log")
+        url = f"http://127.0.0.1:{port}"
+        try:
+            process.wait_ready(http_ok(f"{url}/-/ready"), what="prometheus ready")
+            yield Prometheus(process, url, config_path)
+        finally:
+            process.stop()
+
+
+def scrape_config(job: str, targets: Sequence[str], interval: str = "1s", honor_labels: bool = False,
+                  metrics_path: str = "/metrics") -> str:
+    """One `scrape_configs` entry as YAML text."""
+    quoted = ", ".join(f"'{target}'" for target in targets)
+    return (f"  - job_name: '{job}'\n    scrape_interval: {interval}\n    scrape_timeout: {interval}\n"
+            f"    honor_labels: {str(honor_labels).lower()}\n    metrics_path: '{metrics_path}'\n"
+            f"    static_configs:\n      - targets: [{quoted}]\n")
+
+
+def prometheus_config(*scrape_configs: str, interval: str = "1s", extra: str = "") -> str:
+    body = "".join(scrape_configs) or "  []\n"
+    return (f"global:\n  scrape_interval: {interval}\n  evaluation_interval: {interval}\n{extra}"
+            f"scrape_configs:\n{body}")
+
+
+# --- Pushgateway and Alertmanager ---
+
+
+@contextlib.contextmanager
+def run_pushgateway(workdir: Path | None = None) -> Iterator[str]:
+    """Start a Pushgateway; yield its base URL."""
+    binary = require_binary("prometheus-pushgateway", "pushgateway")
+    with _workdir(workdir) as base:
+        port = free_port()
+        process = ManagedProcess([binary, f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+                                 base / "pushgateway.log")
+        url = f"http://127.0.0.1:{port}"
+        try:
+            process.wait_ready(http_ok(f"{url}/-/ready"), what="pushgateway ready")
+            yield url
+        finally:
+            process.stop()
+
+
+@contextlib.contextmanager
+def run_alertmanager(config_yaml: str, workdir: Path | None = None,
+                     extra_files: dict[str, str] | None = None) -> Iterator[str]:
+    """Start an Alertmanager with `config_yaml`; yield its base URL."""
+    binary = require_binary("prometheus-alertmanager", "alertmanager")
+    with _workdir(workdir) as base:
+        for name, content in (extra_files or {}).items():
+            (base / name).parent.mkdir(parents=True, exist_ok=True)
+            (base / name).write_text(content)
+        config_path = base / "alertmanager.yml"
+        config_path.write_text(config_yaml)
+        port = free_port()
+        process = ManagedProcess(
+            [binary, f"--config.file={config_path}", f"--storage.path={base / 'data'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
+             "--log.level=warn"],
+            base / "alertmanager.log")
+        url = f"http://127.0.0.1:{port}"
+        try:
+            process.wait_ready(http_ok(f"{url}/-/ready"), what="alertmanager ready")
+            yield url
+        finally:
+            process.stop()
+
+
+# --- PostgreSQL ---
+
+
+@contextlib.contextmanager
+def run_postgres(workdir: Path | None = None) -> Iterator[str]:
+    """Start a throwaway PostgreSQL cluster (initdb + pg_ctl); yield a `postgresql+psycopg://` URL.
+
+    As root the cluster runs as the `postgres` user (or `nobody`), since PostgreSQL refuses to run as root.
+    """
+    initdb = require_binary("initdb", *sorted(map(str, Path("/usr/lib/postgresql").glob("*/bin/initdb"))))
+    bindir = Path(os.path.realpath(initdb)).parent
+    user = None
+    if os.geteuid() == 0:
+        user = "postgres" if _user_exists("postgres") else "nobody"
+    with _workdir(workdir) as base:
+        data = base / "pgdata"
+        sockets = base / "sock"
+        sockets.mkdir()
+        if user:
+            entry = pwd.getpwnam(user)
+            os.chmod(base, 0o755)
+            for path in (base, sockets):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+        subprocess.run([str(bindir / "initdb"), "-D", str(data), "-U", "trainmon", "--auth=trust", "-E", "UTF8",
+                        "--no-sync"], check=True, capture_output=True,
+                       preexec_fn=_drop_privileges(user) if user else None)
+        port = free_port()
+        log = base / "postgres.log"
+        if user:
+            log.touch()
+            os.chown(log, pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid)
+        process = ManagedProcess(
+            [str(bindir / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(port), "-k", str(sockets),
+             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+             "-c", "max_connections=200"],
+            log, user=user)
+        url = f"postgresql+psycopg://trainmon@127.0.0.1:{port}/postgres"
+        try:
+            process.wait_ready(lambda: _pg_accepts(bindir, port), what="postgres ready")
+            yield url
+        finally:
+            process.stop()
+
+
+def _pg_accepts(bindir: Path, port: int) -> bool:
+    result = subprocess.run([str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True)
+    return result.returncode == 0
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+@contextlib.contextmanager
+def _workdir(given: Path | None) -> Iterator[Path]:
+    if given is not None:
+        given.mkdir(parents=True, exist_ok=True)
+        yield given
+        return
+    path = Path(tempfile.mkdtemp(prefix="trainmon-test-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def python_subprocess(code: str, log_path: Path, env: dict[str, str] | None = None) -> ManagedProcess:
+    """Run `code` in a fresh interpreter of this venv (for trainers and servers under test)."""
+    merged = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return ManagedProcess([sys.executable, "-c", code], log_path, env=merged)
