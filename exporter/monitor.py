@@ -1,0 +1,298 @@
+"""`TrainingMonitor`: what a trainer creates, logs to every step, and finishes."""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from types import FrameType, TracebackType
+
+from prometheus_client import CollectorRegistry
+
+from .config import ExporterConfig, resolve_config, resolve_port
+from .distributed import Topology, detect_topology, resolve_run_id
+from .health import HealthCollector
+from .push import Pusher
+from .sampler import Sampler
+from .server import MetricsServer, serve_metrics
+from .training import DEFAULT_BUFFER_SIZE, PointSink, TrainingCollector
+
+log = logging.getLogger("trainmon.exporter")
+
+FINAL_STATUSES = ("COMPLETED", "FAILED", "CRASHED")
+_time = time.time
+
+
+def trainmon_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("trainmon")
+    except Exception:  # noqa: BLE001 - running from a source tree without metadata
+        return "0+unknown"
+
+
+class TrainingMonitor:
+    """Exports a training run's metrics to Prometheus (scrape and/or Pushgateway).
+
+    >>> with TrainingMonitor("resnet50", "vision", port=0) as monitor:  # doctest: +SKIP
+    ...     for step in range(1000):
+    ...         monitor.log_metrics({"loss": loss, "lr": lr}, step=step)
+
+    `log_metrics` only appends to a bounded buffer; names, values and aggregates are handled at scrape time
+    and by a background drain every 0.25 s. See README.md for every argument and TRAINMON_* variable.
+    `point_sink` (or the attribute of the same name) receives ``[(key, step, value, wall_time), ...]`` from each
+    drain; `on_finish` callables receive the final status.
+    """
+
+    def __init__(self, experiment_name: str, project_name: str | None = None, *, run_id: str | None = None,
+                 port: int | bool | None = None, host: str = "127.0.0.1", pushgateway_url: str | None = None,
+                 push_interval: float = 15.0, gpu: bool = True, system: bool = True, sample_interval: float = 5.0,
+                 strict: bool = False, batch_size: int | None = None, extrema_window: float = 60.0,
+                 registry: CollectorRegistry | None = None, keep_push_group: bool = False,
+                 nvml_source: object = None, psutil_source: object = None, point_sink: PointSink | None = None,
+                 push_job: str = "trainmon", buffer_size: int = DEFAULT_BUFFER_SIZE, handle_signals: bool = True,
+                 env: Mapping[str, str] | None = None):
+        if not isinstance(experiment_name, str) or not experiment_name.strip():
+            raise ValueError(f"experiment_name must be a non-empty string, got {experiment_name!r}")
+        env = os.environ if env is None else env
+        self.config: ExporterConfig = resolve_config(
+            env, project_name=project_name, port=port, host=host, pushgateway_url=pushgateway_url,
+            push_interval=push_interval, push_job=push_job, keep_push_group=keep_push_group, gpu=gpu,
+            system=system, sample_interval=sample_interval, strict=strict, extrema_window=extrema_window)
+        self.experiment_name = experiment_name
+        self.project_name = self.config.project_name
+        self.topology: Topology = detect_topology(env)
+        self.run_id, self.run_id_source = resolve_run_id(run_id, env, self.topology)
+        self.status = "RUNNING"
+        self.on_finish: list[Callable[[str], None]] = []
+        self._finish_lock = threading.RLock()
+        self._finishing = False
+        self.run_labels = {"experiment": experiment_name, "run_id": self.run_id, "rank": str(self.topology.rank)}
+        self.registry = registry if registry is not None else CollectorRegistry()
+
+        bind_port = resolve_port(self.config.port, self.topology.local_rank)
+        self.server: MetricsServer | None = None
+        if bind_port is not None:
+            self.server = serve_metrics(self.registry, self.config.host, bind_port)
+        self.port: int | None = self.server.port if self.server else None
+        self.metrics_url: str | None = self.server.url if self.server else None
+
+        self.health = HealthCollector(self.run_labels)
+        self.training = TrainingCollector(
+            self.run_labels, self._info_labels(), extrema_window=self.config.extrema_window,
+            batch_size=batch_size, buffer_size=buffer_size, count_dropped=self.health.count_dropped)
+        self.training.sink = point_sink
+        self.sampled = self._sampled_collectors(nvml_source, psutil_source)
+        self.health.collectors = [self.training, *self.sampled]
+        self.health._buffered_points = lambda: self.training.last_buffered
+        collectors = [self.training, *self.sampled, self.health]
+        for collector in collectors:
+            self.registry.register(collector)
+
+        # The hot path: two bound methods, no attribute chains.
+        self._append = self.training.buffer.append
+        self._next_seq = self.training.sequence.__next__
+        if self.config.strict:
+            self.log_metrics = self._log_metrics_strict  # type: ignore[method-assign]
+
+        self.sampler = Sampler(self.sampled, self.config.sample_interval, self.training.drain)
+        self.sampler.start()
+        self.pusher: Pusher | None = None
+        if self.config.pushgateway_url:
+            push_registry = CollectorRegistry()  # separate registry, as client_python advises for pushes
+            for collector in collectors:
+                push_registry.register(collector)
+            self.pusher = Pusher(self.config.pushgateway_url, push_registry, self.config.push_job,
+                                 {"run_id": self.run_id, "rank": str(self.topology.rank)},
+                                 self.config.push_interval, self.health.count_push)
+            self.pusher.start()
+        self._previous_sigterm: object = None
+        self._sigterm_installed = False
+        if handle_signals:
+            self._install_sigterm()
+        atexit.register(self._finish_at_exit)
+        _install_excepthook()
+
+    # --- properties ---
+
+    @property
+    def point_sink(self) -> PointSink | None:
+        """Receives the ``(key, step, value, wall_time)`` points of each drain (the metadata API's seam)."""
+        return self.training.sink
+
+    @point_sink.setter
+    def point_sink(self, sink: PointSink | None) -> None:
+        self.training.sink = sink
+
+    @property
+    def step(self) -> int | None:
+        """The last step aggregated (drained), None before the first."""
+        return self.training.step
+
+    # --- logging ---
+
+    def log_metrics(self, metrics: Mapping[str, object], step: int | None = None, *,
+                    samples: float | None = None, tokens: float | None = None) -> None:
+        """Record `metrics` at `step` (None: previous step + 1). Costs well under a microsecond."""
+        try:
+            self._append((metrics.copy(), step, _time(), self._next_seq(), samples, tokens))
+        except AttributeError:  # a Mapping without .copy(); anything else is a TypeError here
+            self._append((_as_dict(metrics), step, _time(), self._next_seq(), samples, tokens))
+
+    def _log_metrics_strict(self, metrics: Mapping[str, object], step: int | None = None, *,
+                            samples: float | None = None, tokens: float | None = None) -> None:
+        """strict=True: validate eagerly, raising ValueError for a name or value the default path rejects."""
+        TrainingCollector.validate(metrics, step)
+        self._append((dict(metrics), step, _time(), self._next_seq(), samples, tokens))
+
+    def log_checkpoint(self, name: str | None = None, *, step: int | None = None) -> None:
+        """Count a saved checkpoint (trainmon_checkpoints_total, trainmon_last_checkpoint_timestamp_seconds)."""
+        self.training.record_checkpoint()
+
+    def flush(self) -> None:
+        """Aggregate everything logged so far now (also hands points to the sink)."""
+        self.training.drain()
+
+    def count_dropped(self, reason: str, count: int = 1) -> None:
+        """Count points dropped downstream (e.g. by a sink's spool) in trainmon_exporter_dropped_points_total."""
+        self.health.count_dropped(reason, count)
+
+    # --- lifecycle ---
+
+    def finish(self, status: str = "COMPLETED") -> None:
+        """End the run: final drain, stop threads, final push or group delete, stop the server. Idempotent."""
+        status = str(status).upper()
+        if status not in FINAL_STATUSES:
+            raise ValueError(f"status must be one of {', '.join(FINAL_STATUSES)}, got {status!r}")
+        with self._finish_lock:
+            if self._finishing:
+                return
+            self._finishing = True
+            self.status = status
+        try:
+            self.sampler.stop()
+            self.training.drain()
+            if self.pusher is not None:
+                self.pusher.finish(delete=status == "COMPLETED" and not self.config.keep_push_group)
+            if self.server is not None:
+                self.server.stop()
+            for collector in self.sampled:
+                _quietly(collector.close, f"closing the {collector.name} collector")
+            for callback in self.on_finish:
+                _quietly(lambda callback=callback: callback(status), "an on_finish callback")
+        finally:
+            self._uninstall_sigterm()
+            atexit.unregister(self._finish_at_exit)
+
+    @property
+    def finished(self) -> bool:
+        return self._finishing
+
+    def __enter__(self) -> TrainingMonitor:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.finish("COMPLETED" if exc_type is None else "FAILED")
+
+    def __repr__(self) -> str:
+        return (f"TrainingMonitor(experiment={self.experiment_name!r}, run_id={self.run_id!r}, "
+                f"rank={self.topology.rank}, metrics_url={self.metrics_url!r}, status={self.status!r})")
+
+    # --- internals ---
+
+    def _info_labels(self) -> dict[str, str]:
+        return {"project": self.project_name or "", "host": socket.gethostname(),
+                "local_rank": str(self.topology.local_rank), "world_size": str(self.topology.world_size),
+                "version": trainmon_version(), "port": str(self.port or "")}
+
+    def _sampled_collectors(self, nvml_source: object, psutil_source: object) -> list:
+        wanted = []
+        if self.config.gpu:
+            wanted.append(("gpu", "GpuCollector", {"source": nvml_source, "local_rank": self.topology.local_rank,
+                                                   "local_world_size": self.topology.local_world_size}))
+        if self.config.system:
+            wanted.append(("system", "SystemCollector",
+                           {"source": psutil_source, "include_host": self.topology.local_rank == 0}))
+            wanted.append(("process", "ProcessCollector", {"source": psutil_source}))
+        collectors = []
+        for module_name, class_name, arguments in wanted:
+            try:
+                module = importlib.import_module(f"{__package__}.collectors.{module_name}")
+            except ImportError as error:
+                log.warning("trainmon: %s collector unavailable: %s", module_name, error)
+                continue
+            try:
+                collectors.append(getattr(module, class_name)(self.run_labels, **arguments))
+            except Exception as error:  # noqa: BLE001 - the rest keeps working without it
+                log.warning("trainmon: %s collector disabled: %s", module_name, error)
+        return collectors
+
+    def _install_sigterm(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            self._previous_sigterm = signal.getsignal(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, self._on_sigterm)
+            self._sigterm_installed = True
+        except (ValueError, OSError) as error:
+            log.debug("trainmon: no SIGTERM handler: %s", error)
+
+    def _uninstall_sigterm(self) -> None:
+        if not self._sigterm_installed or threading.current_thread() is not threading.main_thread():
+            return
+        self._sigterm_installed = False
+        if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
+            signal.signal(signal.SIGTERM, self._previous_sigterm or signal.SIG_DFL)  # type: ignore[arg-type]
+
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        previous = self._previous_sigterm
+        self.finish("FAILED")
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:  # SIG_DFL or unknown: terminate as if we had never been there
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def _finish_at_exit(self) -> None:
+        self.finish("FAILED" if _unhandled_exception.is_set() else "COMPLETED")
+
+
+def _as_dict(metrics: object) -> dict:
+    if isinstance(metrics, Mapping):
+        return dict(metrics)
+    raise TypeError(f"log_metrics expects a mapping of name -> number, got {type(metrics).__name__}")
+
+
+def _quietly(action: Callable[[], object], what: str) -> None:
+    try:
+        action()
+    except Exception as error:  # noqa: BLE001 - finishing must complete
+        log.warning("trainmon: %s failed: %s", what, error)
+
+
+_unhandled_exception = threading.Event()
+_excepthook_installed = False
+
+
+def _install_excepthook() -> None:
+    """Remember an uncaught exception so that the atexit finish marks the run FAILED."""
+    global _excepthook_installed
+    if _excepthook_installed:
+        return
+    _excepthook_installed = True
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, traceback: TracebackType | None) -> None:
+        _unhandled_exception.set()
+        previous(kind, value, traceback)
+
+    sys.excepthook = hook
