@@ -105,7 +105,7 @@ class ApiClient:
         try:
             response = self.session.request(method, url, data=body if body is not None else data, params=params,
                                             files=files, headers=headers, timeout=timeout or self.timeout)
-        except (requests.ConnectionError, requests.Timeout) as error:
+        except requests.RequestException as error:  # refused, reset, timed out, cut off mid-answer
             raise ApiUnavailable(f"{method} {url}: {error}") from error
         if response.status_code >= 400:
             raise ApiError(response.status_code, _error_message(response), method, path)

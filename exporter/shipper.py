@@ -280,6 +280,10 @@ class Shipper:
                 self._drop("rejected", len(record["points"]))
             self.stats["rejected"] += 1
             return True
+        except OSError as error:  # an artifact file spooled by reference is gone
+            log.warning("trainmon: cannot send a %s record: %s", record["op"], error)
+            self.stats["rejected"] += 1
+            return True
         self._backoff = 0.0
         self.stats[f"sent_{record['op']}"] += 1
         return True

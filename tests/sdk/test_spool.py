@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from trainmon.exporter.spool import Spool, SpoolLocked, find_spools
 
 
