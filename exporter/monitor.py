@@ -220,8 +220,8 @@ class TrainingMonitor:
             wanted.append(("gpu", "GpuCollector", {"source": nvml_source, "local_rank": self.topology.local_rank,
                                                    "local_world_size": self.topology.local_world_size}))
         if self.config.system:
-            wanted.append(("system", "SystemCollector",
-                           {"source": psutil_source, "include_host": self.topology.local_rank == 0}))
+            if self.topology.local_rank == 0:  # host series come from local rank 0 only
+                wanted.append(("system", "SystemCollector", {"source": psutil_source}))
             wanted.append(("process", "ProcessCollector", {"source": psutil_source}))
         collectors = []
         for module_name, class_name, arguments in wanted:

@@ -287,12 +287,16 @@ class TrainingCollector:
 
     # --- scrape ---
 
+    def snapshot(self, now: float | None = None) -> list[Metric]:
+        """Drain, then build the families as of unix time `now` (default: the current time)."""
+        with self._lock:
+            self._drain_locked()
+            return self._families(time.time() if now is None else now)
+
     def collect(self) -> Iterable[Metric]:
         started = time.perf_counter()
         try:
-            with self._lock:
-                self._drain_locked()
-                families = self._families(time.time())
+            families = self.snapshot()
             self.last_success = True
         except Exception as error:  # noqa: BLE001 - a scrape must not fail because of one bad value
             self.last_success = False
