@@ -1,0 +1,105 @@
+"""The app factory: `create_app(settings)` wires settings, database, migrations, routes, middleware and the
+background crash detector. `serve()` runs it under uvicorn after the bind check (see `auth.check_bind_allowed`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from . import auth, deps, migrations
+from .api_metrics import ApiMetrics
+from .db import make_engine, read_sessions, write_sessions
+from .logging import configure_logging
+from .middleware import BodyLimitMiddleware, RequestMetricsMiddleware
+from .routes import experiments, health, metrics_ingest, runs, sd
+from .settings import Settings, get_settings
+
+log = logging.getLogger("trainmon.metadata_api.app")
+
+# Routers the app includes; add a resource's router here.
+ROUTERS = [health.router, runs.router, metrics_ingest.router, experiments.router, sd.router]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A configured API. Migrations run and background jobs start when the app starts (lifespan)."""
+    settings = settings or get_settings()
+    engine = make_engine(settings.database_url, settings.sqlite_busy_timeout_ms)
+    app = FastAPI(title="trainmon metadata API", version="0.1.0", debug=settings.debug, lifespan=_lifespan)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.read_sessions = read_sessions(engine)
+    app.state.write_sessions = write_sessions(engine)
+    app.state.metrics = ApiMetrics(app.state.read_sessions)
+    app.state.background_jobs = [_crash_detector]
+    for router in ROUTERS:
+        app.include_router(router)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes, artifact_limit=settings.max_artifact_bytes)
+    app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
+    app.add_exception_handler(SQLAlchemyError, _database_error)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    if settings.auto_migrate:
+        await asyncio.to_thread(migrations.upgrade, app.state.engine)
+    tasks = [asyncio.create_task(job(app), name=job.__name__) for job in app.state.background_jobs]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        app.state.engine.dispose()
+
+
+async def _crash_detector(app: FastAPI) -> None:
+    """Every CRASH_CHECK_INTERVAL_SECONDS, mark RUNNING runs without a recent heartbeat CRASHED."""
+    settings: Settings = app.state.settings
+    while True:
+        await asyncio.sleep(settings.crash_check_interval_seconds)
+        try:
+            crashed = await asyncio.to_thread(deps.sweep_crashed, app, settings.heartbeat_timeout_seconds)
+        except SQLAlchemyError as error:
+            app.state.metrics.db_errors.inc()
+            log.warning("crash detection failed: %s", error)
+            continue
+        for run_id in crashed:
+            log.warning("run crashed: no heartbeat for %ss", settings.heartbeat_timeout_seconds,
+                        extra={"run_id": run_id})
+
+
+async def _database_error(request: Request, error: Exception) -> JSONResponse:
+    request.app.state.metrics.db_errors.inc()
+    log.error("database error on %s %s: %s", request.method, request.url.path, error)
+    busy = isinstance(error, OperationalError)
+    return JSONResponse({"detail": "database busy, retry" if busy else "database error"},
+                        status_code=503 if busy else 500, headers={"Retry-After": "1"} if busy else None)
+
+
+def serve(settings: Settings, insecure: bool = False) -> None:
+    """Run the API under uvicorn on settings.host:settings.port, refusing an unsafe bind (BindNotAllowed)."""
+    import uvicorn
+
+    configure_logging(settings.log_level)
+    engine = make_engine(settings.database_url, settings.sqlite_busy_timeout_ms)
+    try:
+        if settings.auto_migrate:
+            migrations.upgrade(engine)
+        with read_sessions(engine)() as session:
+            have_tokens = auth.tokens_exist(session)
+    finally:
+        engine.dispose()
+    auth.check_bind_allowed(settings.host, have_tokens, insecure)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
+                log_level=settings.log_level.lower())

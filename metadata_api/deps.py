@@ -1,0 +1,132 @@
+"""Typed request dependencies: settings, the DB session (one transaction per request), who is calling,
+and the run or experiment a path names, already checked for existence (404) and access (401/403).
+
+Sessions: requests that only read (GET/HEAD) get a read session; others a write session (BEGIN IMMEDIATE on
+SQLite). Nothing commits unless the route calls `session.commit()` before answering; anything else (an
+exception, a 4xx raised midway) rolls the whole request back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Header, HTTPException, Path, Request, status
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from . import auth
+from .api_metrics import ApiMetrics
+from .models import Experiment, Run, TokenScope
+from .repositories import runs as run_repo
+from .services import lifecycle
+from .settings import Settings
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_metrics(request: Request) -> ApiMetrics:
+    return request.app.state.metrics
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    factory = request.app.state.read_sessions if request.method in READ_METHODS else request.app.state.write_sessions
+    with factory() as session:
+        yield session
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_principal(session: SessionDep,
+                  authorization: Annotated[str | None, Header(include_in_schema=False)] = None) -> auth.Principal:
+    """The caller: open access while no token exists; otherwise the bearer token's project and scope (or 401)."""
+    token = auth.bearer_token(authorization)
+    if token is not None:
+        principal = auth.resolve_token(session, token)
+        if principal is not None:
+            return principal
+    if not auth.tokens_exist(session):
+        return auth.OPEN_ACCESS
+    detail = "invalid API token" if token else "missing API token (Authorization: Bearer <token>)"
+    raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+PrincipalDep = Annotated[auth.Principal, Depends(get_principal)]
+
+
+def require_access(principal: auth.Principal, project_id: int, write: bool) -> None:
+    """403 unless `principal` may read (or write) in `project_id`."""
+    if principal.open:
+        return
+    if principal.project_id != project_id:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "this token belongs to another project")
+    if write and principal.scope != TokenScope.WRITE:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "this token has read scope; writing needs a write token")
+
+
+def refresh_if_stale(request: Request, session: Session, runs: list[Run]) -> bool:
+    """Crash detection on read: when a run read here is RUNNING past the heartbeat timeout, mark every such run
+    CRASHED in a short write transaction of its own, and end this session's transaction so that it reads the
+    new state. True when that happened (reload what you hold)."""
+    settings: Settings = request.app.state.settings
+    if not lifecycle.any_stale(runs, settings.heartbeat_timeout_seconds):
+        return False
+    session.rollback()
+    sweep_crashed(request.app, settings.heartbeat_timeout_seconds)
+    return True
+
+
+def sweep_crashed(app: object, timeout_seconds: float) -> list[str]:
+    """One crash sweep in its own write transaction; counts the status changes."""
+    state = app.state  # type: ignore[attr-defined]
+    with state.write_sessions() as session:
+        crashed = lifecycle.sweep_crashed(session, timeout_seconds)
+        session.commit()
+    if crashed:
+        state.metrics.status_changes.labels("CRASHED").inc(len(crashed))
+    return crashed
+
+
+def _load_run(session: Session, run_id: str) -> Run:
+    run = run_repo.get_run(session, run_id)
+    if run is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"run_id: no run {run_id!r}")
+    return run
+
+
+def get_readable_run(request: Request, session: SessionDep, principal: PrincipalDep,
+                     run_id: Annotated[str, Path(max_length=128)]) -> Run:
+    run = _load_run(session, run_id)
+    require_access(principal, run.experiment.project_id, write=False)
+    if refresh_if_stale(request, session, [run]):
+        run = _load_run(session, run_id)
+    return run
+
+
+def get_writable_run(session: SessionDep, principal: PrincipalDep,
+                     run_id: Annotated[str, Path(max_length=128)]) -> Run:
+    run = _load_run(session, run_id)
+    require_access(principal, run.experiment.project_id, write=True)
+    return run
+
+
+def get_readable_experiment(session: SessionDep, principal: PrincipalDep,
+                            experiment_id: Annotated[int, Path(ge=1)]) -> Experiment:
+    experiment = session.scalar(select(Experiment).where(Experiment.id == experiment_id)
+                                .options(selectinload(Experiment.project)))
+    if experiment is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"experiment_id: no experiment {experiment_id}")
+    require_access(principal, experiment.project_id, write=False)
+    return experiment
+
+
+ReadableRun = Annotated[Run, Depends(get_readable_run)]
+WritableRun = Annotated[Run, Depends(get_writable_run)]
+ReadableExperiment = Annotated[Experiment, Depends(get_readable_experiment)]

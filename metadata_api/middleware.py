@@ -1,0 +1,104 @@
+"""Pure ASGI middleware: request size limit (413) and request metrics (latency by route template)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .api_metrics import ApiMetrics
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimitMiddleware:
+    """Answer 413 when a request body exceeds its limit (`Content-Length`, or counted while streaming).
+
+    Artifact uploads (paths ending in `/artifacts`) get `artifact_limit`; everything else `limit`.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, artifact_limit: int):
+        self.app = app
+        self.limit = limit
+        self.artifact_limit = artifact_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.artifact_limit if scope["path"].rstrip("/").endswith("/artifacts") else self.limit
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            await _too_large(send, limit)
+            return
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except BodyTooLarge:
+            if not started:
+                await _too_large(send, limit)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body = json.dumps({"detail": f"body: request body over the limit of {limit} bytes"}).encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestMetricsMiddleware:
+    """Observe `trainmon_api_request_duration_seconds{method,route,status}`; route is the path template."""
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status_box: dict[str, Any] = {"status": 500}
+
+        async def recording_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_box["status"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.metrics.request_duration.labels(scope["method"], template, str(status_box["status"])).observe(
+                time.perf_counter() - start)

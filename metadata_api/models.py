@@ -1,0 +1,218 @@
+"""ORM models: project -> experiment -> run, and what a run owns.
+
+Ids: projects and experiments have integer ids; runs have client-chosen string ids (`run_id`, shared by DDP
+ranks and resumes). Every child row cascades with its run. Timestamps are UTC (`UTCDateTime`); metric
+`wall_time` is unix seconds as sent by the trainer. Metric values: see `db.encode_value`.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from .db import UTCDateTime, utcnow
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# A 64-bit autoincrement key on PostgreSQL; SQLite only autoincrements INTEGER PRIMARY KEY (already 64-bit).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+NAME_LENGTH = 255
+RUN_ID_LENGTH = 128
+
+
+class RunStatus(str, enum.Enum):
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CRASHED = "CRASHED"
+
+
+class TokenScope(str, enum.Enum):
+    READ = "read"
+    WRITE = "write"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Project(Base):
+    __tablename__ = "projects"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    experiments: Mapped[list[Experiment]] = relationship(back_populates="project", passive_deletes=True)
+
+
+class Experiment(Base):
+    __tablename__ = "experiments"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    project: Mapped[Project] = relationship(back_populates="experiments")
+    runs: Mapped[list[Run]] = relationship(back_populates="experiment", passive_deletes=True,
+                                           order_by="Run.start_time")
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    __table_args__ = (Index("ix_runs_status_last_heartbeat", "status", "last_heartbeat"),)
+
+    id: Mapped[str] = mapped_column(String(RUN_ID_LENGTH), primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default=RunStatus.RUNNING.value)
+    start_time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    end_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_heartbeat: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    host: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    command: Mapped[str | None] = mapped_column(Text)
+    git_commit: Mapped[str | None] = mapped_column(String(64))
+    rank: Mapped[int | None] = mapped_column(Integer)
+    world_size: Mapped[int | None] = mapped_column(Integer)
+    exporter_url: Mapped[str | None] = mapped_column(String(1024))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    experiment: Mapped[Experiment] = relationship(back_populates="runs")
+    tags: Mapped[list[RunTag]] = relationship(back_populates="run", passive_deletes=True, order_by="RunTag.key",
+                                              cascade="all, delete-orphan")
+
+
+class RunTag(Base):
+    __tablename__ = "run_tags"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    value: Mapped[str] = mapped_column(String(1024))
+
+    run: Mapped[Run] = relationship(back_populates="tags")
+
+
+class Note(Base):
+    __tablename__ = "notes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MetricPoint(Base):
+    """One logged value; the natural key (run_id, key, step) is unique (a later value for a step replaces it)."""
+
+    __tablename__ = "metric_points"
+    __table_args__ = (
+        UniqueConstraint("run_id", "key", "step", name="uq_metric_points_run_key_step"),
+        Index("ix_metric_points_wall_time", "wall_time"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    step: Mapped[int] = mapped_column(BigInteger)
+    value: Mapped[float | None] = mapped_column(Float(precision=53))
+    special: Mapped[int] = mapped_column(SmallInteger, default=0)
+    wall_time: Mapped[float] = mapped_column(Float(precision=53))
+
+
+class IngestBatch(Base):
+    """A client batch id already stored for a run (`kind` = metrics or logs): a replay stores nothing."""
+
+    __tablename__ = "ingest_batches"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    batch_id: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    accepted: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LogLine(Base):
+    __tablename__ = "log_lines"
+    __table_args__ = (Index("ix_log_lines_run_id_time", "run_id", "time"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    time: Mapped[datetime] = mapped_column(UTCDateTime)
+    level: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text)
+
+
+class Checkpoint(Base):
+    __tablename__ = "checkpoints"
+    __table_args__ = (UniqueConstraint("run_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    step: Mapped[int | None] = mapped_column(BigInteger)
+    epoch: Mapped[int | None] = mapped_column(Integer)
+    uri: Mapped[str] = mapped_column(String(2048))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Artifact(Base):
+    """An uploaded file; `path` is relative to the artifact root (experiments/<id>/artifacts/...)."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = (Index("ix_artifacts_run_id_kind", "run_id", "kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    step: Mapped[int | None] = mapped_column(BigInteger)
+    path: Mapped[str] = mapped_column(String(2048))
+    media_type: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ApiToken(Base):
+    """A per-project API token; only the SHA-256 of the token is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    scope: Mapped[str] = mapped_column(String(8))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    description: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,0 +1,57 @@
+"""Metric points: batch upsert on the natural key (run_id, key, step), and reads."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ..db import decode_value, encode_value
+from ..models import MetricPoint, Run
+from .upsert import upsert_many
+
+PointRow = tuple[str, int, float, float]  # key, step, value, wall_time
+
+
+def latest_per_step(points: Sequence[PointRow]) -> list[PointRow]:
+    """One point per (key, step): the last one given (one statement cannot write a row twice)."""
+    latest: dict[tuple[str, int], PointRow] = {}
+    for point in points:
+        latest[(point[0], point[1])] = point
+    return list(latest.values())
+
+
+def upsert_points(session: Session, run_id: str, points: Sequence[PointRow]) -> int:
+    """Store `points` (one per (key, step), see `latest_per_step`); a (key, step) already stored gets the new
+    value and wall time. Returns the rows written."""
+    rows = []
+    for key, step, value, wall_time in points:
+        stored, special = encode_value(value)
+        rows.append({"run_id": run_id, "key": key, "step": step, "value": stored, "special": special,
+                     "wall_time": wall_time})
+    upsert_many(session, MetricPoint.__table__, rows, ["run_id", "key", "step"], ["value", "special", "wall_time"])
+    return len(rows)
+
+
+def experiment_points(session: Session, experiment_id: int, limit: int, offset: int, key: str | None = None,
+                      run_id: str | None = None) -> tuple[list[tuple[str, str, int, float, float]], int]:
+    """A page of (run_id, key, step, value, wall_time) for an experiment's runs, ordered by run, key, step."""
+    condition = [Run.experiment_id == experiment_id]
+    if key is not None:
+        condition.append(MetricPoint.key == key)
+    if run_id is not None:
+        condition.append(MetricPoint.run_id == run_id)
+    base = select(MetricPoint).join(Run, Run.id == MetricPoint.run_id).where(*condition)
+    total = int(session.scalar(select(func.count()).select_from(base.subquery())) or 0)
+    query = (select(MetricPoint.run_id, MetricPoint.key, MetricPoint.step, MetricPoint.value, MetricPoint.special,
+                    MetricPoint.wall_time).join(Run, Run.id == MetricPoint.run_id).where(*condition)
+             .order_by(MetricPoint.run_id, MetricPoint.key, MetricPoint.step).limit(limit).offset(offset))
+    rows = [(r, k, s, decode_value(v, sp), w) for r, k, s, v, sp, w in session.execute(query)]
+    return rows, total
+
+
+def experiment_keys(session: Session, experiment_id: int) -> list[str]:
+    query = (select(MetricPoint.key).join(Run, Run.id == MetricPoint.run_id)
+             .where(Run.experiment_id == experiment_id).distinct().order_by(MetricPoint.key))
+    return list(session.scalars(query))

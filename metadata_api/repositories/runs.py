@@ -1,0 +1,64 @@
+"""Runs, their tags and params."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, selectinload
+
+from ..models import Experiment, Run, RunTag
+from .upsert import upsert_many
+
+
+def get_run(session: Session, run_id: str) -> Run | None:
+    query = select(Run).where(Run.id == run_id).options(
+        selectinload(Run.tags), selectinload(Run.experiment).selectinload(Experiment.project))
+    return session.scalar(query)
+
+
+def runs_of_experiment(session: Session, experiment_id: int) -> list[Run]:
+    query = select(Run).where(Run.experiment_id == experiment_id).order_by(Run.start_time, Run.id).options(
+        selectinload(Run.tags), selectinload(Run.experiment).selectinload(Experiment.project))
+    return list(session.scalars(query))
+
+
+def running_runs_with_exporter(session: Session) -> list[Run]:
+    query = select(Run).where(Run.status == "RUNNING", Run.exporter_url.is_not(None)).order_by(Run.id).options(
+        selectinload(Run.experiment).selectinload(Experiment.project))
+    return list(session.scalars(query))
+
+
+def add_run(session: Session, run: Run) -> Run:
+    session.add(run)
+    session.flush()
+    return run
+
+
+def set_tags(session: Session, run_id: str, tags: Mapping[str, str]) -> None:
+    rows = [{"run_id": run_id, "key": key, "value": value} for key, value in tags.items()]
+    upsert_many(session, RunTag.__table__, rows, ["run_id", "key"], ["value"])
+
+
+def touch_heartbeat(session: Session, run_id: str, now: datetime) -> None:
+    session.execute(update(Run).where(Run.id == run_id).values(last_heartbeat=now))
+
+
+def set_params(run: Run, params: dict[str, Any]) -> None:
+    run.params = params
+
+
+def count_by_status(session: Session) -> dict[str, int]:
+    return {status: int(count) for status, count in
+            session.execute(select(Run.status, func.count()).group_by(Run.status))}
+
+
+def mark_stale_crashed(session: Session, cutoff: datetime, now: datetime) -> list[str]:
+    """RUNNING runs whose last heartbeat is older than `cutoff` become CRASHED; their ids."""
+    stale = list(session.scalars(select(Run.id).where(Run.status == "RUNNING", Run.last_heartbeat < cutoff)))
+    if stale:
+        session.execute(update(Run).where(Run.id.in_(stale), Run.status == "RUNNING", Run.last_heartbeat < cutoff)
+                        .values(status="CRASHED", end_time=now).execution_options(synchronize_session=False))
+    return stale

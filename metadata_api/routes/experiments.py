@@ -1,0 +1,59 @@
+"""The seed's read endpoints: experiments with their runs, and an experiment's metric points (paginated)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from ..deps import PrincipalDep, ReadableExperiment, SessionDep, refresh_if_stale
+from ..models import Experiment
+from ..repositories import metrics as metric_repo
+from ..repositories import projects as project_repo
+from ..repositories import runs as run_repo
+from ..schemas import ExperimentDetail, ExperimentMetrics, ExperimentOut, MetricKey, Page, PointOut, RunId
+from .views import run_out
+
+router = APIRouter(prefix="/api", tags=["experiments"])
+Limit = Annotated[int, Query(ge=1, le=1000)]
+PointLimit = Annotated[int, Query(ge=1, le=100_000)]
+Offset = Annotated[int, Query(ge=0)]
+
+
+@router.get("/experiments", response_model=Page[ExperimentOut])
+def list_experiments(session: SessionDep, principal: PrincipalDep, limit: Limit = 50,
+                     offset: Offset = 0) -> Page[ExperimentOut]:
+    """Experiments, newest first (only the token's project when a token is used)."""
+    experiments, total = project_repo.list_experiments(session, limit, offset, principal.project_id)
+    stats = project_repo.run_stats(session, [e.id for e in experiments])
+    items = [_experiment_out(e, *stats[e.id]) for e in experiments]
+    return Page[ExperimentOut](items=items, total=total, limit=limit, offset=offset)
+
+
+@router.get("/experiments/{experiment_id}", response_model=ExperimentDetail)
+def get_experiment(experiment: ReadableExperiment, session: SessionDep, request: Request) -> ExperimentDetail:
+    """One experiment with all its runs (status, params, tags)."""
+    runs = run_repo.runs_of_experiment(session, experiment.id)
+    if refresh_if_stale(request, session, runs):
+        runs = run_repo.runs_of_experiment(session, experiment.id)
+    stats = project_repo.run_stats(session, [experiment.id])[experiment.id]
+    summary = _experiment_out(experiment, *stats)
+    return ExperimentDetail(**summary.model_dump(), runs=[run_out(run) for run in runs])
+
+
+@router.get("/metrics/{experiment_id}", response_model=ExperimentMetrics)
+def experiment_metrics(experiment: ReadableExperiment, session: SessionDep, limit: PointLimit = 10_000,
+                       offset: Offset = 0, key: MetricKey | None = None,
+                       run_id: RunId | None = None) -> ExperimentMetrics:
+    """The experiment's metric points ordered by run, key and step; filter by `key` and `run_id`."""
+    rows, total = metric_repo.experiment_points(session, experiment.id, limit, offset, key, run_id)
+    items = [PointOut(run_id=r, key=k, step=s, value=v, wall_time=w) for r, k, s, v, w in rows]
+    return ExperimentMetrics(experiment_id=experiment.id, keys=metric_repo.experiment_keys(session, experiment.id),
+                             items=items, total=total, limit=limit, offset=offset)
+
+
+def _experiment_out(experiment: Experiment, by_status: dict[str, int], last_activity: object) -> ExperimentOut:
+    return ExperimentOut(id=experiment.id, name=experiment.name, project=experiment.project.name,
+                         description=experiment.description, created_at=experiment.created_at,
+                         run_count=sum(by_status.values()), runs_by_status=by_status,
+                         last_activity=last_activity)

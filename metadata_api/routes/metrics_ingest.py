@@ -1,0 +1,49 @@
+"""Batch metric ingest: `POST /api/runs/{run_id}/metrics`.
+
+Idempotency, two layers:
+- `batch_id`: a batch is stored once per run; a replay (a retry after a timeout) answers
+  `{accepted: <first count>, duplicate: true}` and writes nothing.
+- natural key (run, key, step): one value per step. A second value for a step already stored, in another
+  batch, replaces it (last write wins): a trainer resumed from a checkpoint re-logs those steps, and the
+  re-run is the run's history now. Within one batch the last point for a (key, step) wins.
+The batch row and its points commit in one transaction: a batch is stored whole or not at all.
+"""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, HTTPException, status
+
+from ..db import utcnow
+from ..deps import MetricsDep, SessionDep, SettingsDep, WritableRun
+from ..models import RunStatus
+from ..repositories import ingest_batches
+from ..repositories import metrics as metric_repo
+from ..repositories import runs as run_repo
+from ..schemas import IngestResult, MetricBatch
+
+router = APIRouter(prefix="/api/runs", tags=["metrics"])
+KIND = "metrics"
+
+
+@router.post("/{run_id}/metrics", response_model=IngestResult,
+             responses={413: {"description": "body over MAX_BODY_BYTES or over MAX_POINTS_PER_BATCH points"}})
+def ingest_metrics(body: MetricBatch, run: WritableRun, session: SessionDep, settings: SettingsDep,
+                   metrics: MetricsDep) -> IngestResult:
+    if len(body.points) > settings.max_points_per_batch:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
+                            f"points: {len(body.points)} points, at most {settings.max_points_per_batch} a batch")
+    now = time.time()
+    rows = metric_repo.latest_per_step(
+        [(p.key, p.step, p.value, now if p.wall_time is None else p.wall_time) for p in body.points])
+    if not ingest_batches.claim_batch(session, run.id, KIND, body.batch_id, len(rows)):
+        first = ingest_batches.stored_count(session, run.id, KIND, body.batch_id)
+        session.rollback()
+        return IngestResult(accepted=first or 0, duplicate=True)
+    accepted = metric_repo.upsert_points(session, run.id, rows)
+    if run.status == RunStatus.RUNNING.value:
+        run_repo.touch_heartbeat(session, run.id, utcnow())
+    session.commit()
+    metrics.points_ingested.inc(accepted)
+    return IngestResult(accepted=accepted, duplicate=False)

@@ -1,0 +1,134 @@
+"""Runs: create (or join/resume), read, status, heartbeat, params, tags."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from fastapi import APIRouter, HTTPException, Response, status
+
+from .. import deps
+from ..db import utcnow
+from ..deps import MetricsDep, PrincipalDep, ReadableRun, SessionDep, WritableRun
+from ..models import Project, Run, RunStatus
+from ..repositories import projects as project_repo
+from ..repositories import runs as run_repo
+from ..schemas import Heartbeat, ParamsIn, RunCreate, RunOut, StatusChange, TagsIn
+from ..services import lifecycle
+from .views import run_out
+
+router = APIRouter(prefix="/api/runs", tags=["runs"])
+log = logging.getLogger("trainmon.metadata_api.runs")
+
+
+@router.post("", response_model=RunOut, status_code=status.HTTP_201_CREATED,
+             responses={200: {"description": "the run exists already (another rank, or a resume)"},
+                        409: {"description": "the run exists in another experiment, or is COMPLETED"}})
+def create_run(body: RunCreate, session: SessionDep, principal: PrincipalDep, metrics: MetricsDep,
+               response: Response) -> RunOut:
+    """Start a run of `experiment` (created on first use). An existing `run_id` is joined (DDP ranks) or resumed."""
+    project_name = body.project
+    if project_name is None:
+        project_name = "default" if principal.open else _project_name(session, principal.project_id)
+    if not principal.open:
+        project = project_repo.find_project(session, project_name)
+        if project is None or project.id != principal.project_id:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"project: this token cannot write to {project_name!r}")
+        deps.require_access(principal, project.id, write=True)
+    project = project_repo.get_or_create_project(session, project_name)
+    experiment = project_repo.get_or_create_experiment(session, project, body.experiment)
+    run_id = body.run_id or uuid.uuid4().hex
+    existing = run_repo.get_run(session, run_id)
+    if existing is not None:
+        if existing.experiment_id != experiment.id:
+            raise HTTPException(status.HTTP_409_CONFLICT,
+                                f"run_id: run {run_id!r} belongs to experiment {existing.experiment.name!r}")
+        resumed = _resume(existing)
+        if body.tags:
+            run_repo.set_tags(session, run_id, body.tags)
+        answer = _commit_and_show(session, run_id)
+        if resumed:
+            metrics.status_changes.labels(RunStatus.RUNNING.value).inc()
+            log.info("run resumed", extra={"experiment_id": experiment.id, "run_id": run_id})
+        response.status_code = status.HTTP_200_OK
+        return answer
+    now = utcnow()
+    run_repo.add_run(session, Run(
+        id=run_id, experiment_id=experiment.id, status=RunStatus.RUNNING.value, start_time=now, last_heartbeat=now,
+        host=body.host, pid=body.pid, command=body.command, git_commit=body.git_commit, rank=body.rank,
+        world_size=body.world_size, exporter_url=body.exporter_url, params=body.params or {}))
+    if body.tags:
+        run_repo.set_tags(session, run_id, body.tags)
+    answer = _commit_and_show(session, run_id)
+    metrics.status_changes.labels(RunStatus.RUNNING.value).inc()
+    log.info("run started", extra={"experiment_id": experiment.id, "run_id": run_id})
+    return answer
+
+
+@router.get("/{run_id}", response_model=RunOut)
+def get_run(run: ReadableRun) -> RunOut:
+    return run_out(run)
+
+
+@router.post("/{run_id}/status", response_model=RunOut, responses={409: {"description": "illegal transition"}})
+def set_status(body: StatusChange, run: WritableRun, session: SessionDep, metrics: MetricsDep) -> RunOut:
+    try:
+        changed = lifecycle.change_status(run, body.status)
+    except lifecycle.IllegalTransition as error:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"status: {error}") from error
+    answer = _commit_and_show(session, run.id)
+    if changed:
+        metrics.status_changes.labels(body.status.value).inc()
+        log.info("run status %s", body.status.value,
+                 extra={"experiment_id": run.experiment_id, "run_id": run.id})
+    return answer
+
+
+@router.post("/{run_id}/heartbeat", status_code=status.HTTP_204_NO_CONTENT,
+             responses={409: {"description": "the run is COMPLETED or FAILED"}})
+def heartbeat(_body: Heartbeat, run: WritableRun, session: SessionDep, metrics: MetricsDep) -> Response:
+    try:
+        revived = lifecycle.heartbeat(run)
+    except lifecycle.IllegalTransition as error:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"status: {error}") from error
+    session.commit()
+    if revived:
+        metrics.status_changes.labels(RunStatus.RUNNING.value).inc()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.put("/{run_id}/params", response_model=RunOut)
+def put_params(body: ParamsIn, run: WritableRun, session: SessionDep) -> RunOut:
+    """Replace the run's hyperparameters (nested JSON kept as given)."""
+    run_repo.set_params(run, body.params)
+    return _commit_and_show(session, run.id)
+
+
+@router.post("/{run_id}/tags", response_model=RunOut)
+def post_tags(body: TagsIn, run: WritableRun, session: SessionDep) -> RunOut:
+    """Set tags (a key given again gets the new value; other tags stay)."""
+    run_repo.set_tags(session, run.id, body.tags)
+    return _commit_and_show(session, run.id)
+
+
+def _resume(run: Run) -> bool:
+    try:
+        return lifecycle.resume(run)
+    except lifecycle.IllegalTransition as error:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"run_id: {error}") from error
+
+
+def _commit_and_show(session: SessionDep, run_id: str) -> RunOut:
+    """The run as stored by this request (read inside its transaction), then commit."""
+    session.flush()
+    session.expire_all()
+    run = run_repo.get_run(session, run_id)
+    assert run is not None
+    answer = run_out(run)
+    session.commit()
+    return answer
+
+
+def _project_name(session: SessionDep, project_id: int | None) -> str:
+    project = session.get(Project, project_id)
+    return project.name if project else "default"

@@ -1,0 +1,45 @@
+"""Prometheus HTTP service discovery (`http_sd_configs`): the exporter endpoints of RUNNING runs.
+
+Each target group carries `run_id`, `experiment`, `project`, `rank` (and `__metrics_path__`/`__scheme__`
+from the registered URL). The exporter puts the same run labels on its series, so the scrape job should set
+`honor_labels: true` (otherwise Prometheus renames the scraped ones to `exported_*`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Request
+
+from ..deps import PrincipalDep, SessionDep, refresh_if_stale
+from ..models import Run
+from ..repositories import runs as run_repo
+
+router = APIRouter(prefix="/api", tags=["service discovery"])
+
+
+@router.get("/sd")
+def service_discovery(request: Request, session: SessionDep, principal: PrincipalDep) -> list[dict[str, Any]]:
+    runs = run_repo.running_runs_with_exporter(session)
+    if refresh_if_stale(request, session, runs):
+        runs = run_repo.running_runs_with_exporter(session)
+    if not principal.open:
+        runs = [run for run in runs if run.experiment.project_id == principal.project_id]
+    return [group for group in map(target_group, runs) if group is not None]
+
+
+def target_group(run: Run) -> dict[str, Any] | None:
+    """The http_sd target group of one run, or None when its exporter URL has no host."""
+    url = urlsplit(run.exporter_url or "")
+    if not url.hostname:
+        return None
+    port = url.port or (443 if url.scheme == "https" else 80)
+    host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
+    labels = {"run_id": run.id, "experiment": run.experiment.name, "project": run.experiment.project.name,
+              "rank": "" if run.rank is None else str(run.rank)}
+    if url.path and url.path != "/metrics":
+        labels["__metrics_path__"] = url.path
+    if url.scheme == "https":
+        labels["__scheme__"] = "https"
+    return {"targets": [f"{host}:{port}"], "labels": labels}

@@ -1,0 +1,194 @@
+"""Request and response bodies (pydantic v2).
+
+Metric values in JSON are numbers, except non-finite ones: the strings "NaN", "Infinity", "-Infinity"
+(`MetricValue` accepts and emits exactly that; JSON's non-standard bare NaN/Infinity tokens are accepted too).
+Metric keys are normalised with `trainmon.exporter.naming.normalize_key` (runs of characters outside
+[A-Za-z0-9_] become "_"); a key that is empty after normalisation is rejected with 422 naming the field.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime
+from typing import Annotated, Any, Generic, TypeVar
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from trainmon.exporter.naming import normalize_key
+
+from .models import NAME_LENGTH, RUN_ID_LENGTH, RunStatus
+
+NONFINITE_JSON = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+T = TypeVar("T")
+
+
+def _parse_metric_value(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("a metric value must be a number or one of \"NaN\", \"Infinity\", \"-Infinity\"")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str) and value in NONFINITE_JSON:
+        return NONFINITE_JSON[value]
+    raise ValueError("a metric value must be a number or one of \"NaN\", \"Infinity\", \"-Infinity\"")
+
+
+def metric_value_json(value: float) -> float | str:
+    """A float as the API writes it in JSON."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+def _metric_key(value: str) -> str:
+    key = normalize_key(value)
+    if key is None:
+        raise ValueError("metric key must contain letters, digits or '_' (at most 200 after normalisation)")
+    return key
+
+
+def _run_id(value: str) -> str:
+    if not _RUN_ID.match(value):
+        raise ValueError("run_id must start with a letter or digit and contain only letters, digits, '_.:-'")
+    return value
+
+
+def _plain_name(value: str) -> str:
+    value = value.strip()
+    if not value or "/" in value or "\\" in value or value in (".", "..") or any(ord(c) < 32 for c in value):
+        raise ValueError("name must be non-empty, without '/', '\\', control characters, and not '.' or '..'")
+    return value
+
+
+MetricValue = Annotated[float, BeforeValidator(_parse_metric_value), PlainSerializer(metric_value_json)]
+MetricKey = Annotated[str, Field(min_length=1, max_length=NAME_LENGTH), AfterValidator(_metric_key)]
+RunId = Annotated[str, Field(min_length=1, max_length=RUN_ID_LENGTH), AfterValidator(_run_id)]
+Name = Annotated[str, Field(min_length=1, max_length=NAME_LENGTH), AfterValidator(_plain_name)]
+BatchId = Annotated[str, Field(min_length=1, max_length=NAME_LENGTH)]
+
+
+class Page(BaseModel, Generic[T]):
+    """A page of a list that can grow: `total` items in all, this page starts at `offset`."""
+
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+# --- runs ---
+
+
+class RunCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    experiment: Name
+    project: Name | None = None
+    run_id: RunId | None = None
+    host: str | None = Field(None, max_length=NAME_LENGTH)
+    pid: int | None = Field(None, ge=0)
+    command: str | None = Field(None, max_length=65_536)
+    git_commit: str | None = Field(None, max_length=64)
+    rank: int | None = Field(None, ge=0)
+    world_size: int | None = Field(None, ge=1)
+    exporter_url: str | None = Field(None, max_length=1024, pattern=r"^https?://[^\s/]+(/\S*)?$")
+    params: dict[str, Any] | None = None
+    tags: dict[Annotated[str, Field(min_length=1, max_length=NAME_LENGTH)],
+               Annotated[str, Field(max_length=1024)]] | None = None
+
+
+class RunOut(BaseModel):
+    run_id: str
+    experiment_id: int
+    experiment: str
+    project: str
+    status: RunStatus
+    start_time: datetime
+    end_time: datetime | None
+    last_heartbeat: datetime
+    host: str | None
+    pid: int | None
+    command: str | None
+    git_commit: str | None
+    rank: int | None
+    world_size: int | None
+    exporter_url: str | None
+    params: dict[str, Any]
+    tags: dict[str, str]
+
+
+class StatusChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: RunStatus
+
+
+class Heartbeat(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ParamsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    params: dict[str, Any]
+
+
+class TagsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tags: dict[Annotated[str, Field(min_length=1, max_length=NAME_LENGTH)], Annotated[str, Field(max_length=1024)]]
+
+
+# --- metrics ---
+
+
+class PointIn(BaseModel):
+    key: MetricKey
+    step: int = Field(ge=0, le=2**62)
+    value: MetricValue
+    wall_time: float | None = Field(None, ge=0, allow_inf_nan=False)
+
+
+class MetricBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    batch_id: BatchId
+    points: list[PointIn] = Field(min_length=1)
+
+
+class IngestResult(BaseModel):
+    accepted: int
+    duplicate: bool
+
+
+class PointOut(BaseModel):
+    run_id: str
+    key: str
+    step: int
+    value: MetricValue
+    wall_time: float
+
+
+# --- experiments ---
+
+
+class ExperimentOut(BaseModel):
+    id: int
+    name: str
+    project: str
+    description: str | None
+    created_at: datetime
+    run_count: int
+    runs_by_status: dict[str, int]
+    last_activity: datetime | None
+
+
+class ExperimentDetail(ExperimentOut):
+    runs: list[RunOut]
+
+
+class ExperimentMetrics(Page[PointOut]):
+    experiment_id: int
+    keys: list[str]
