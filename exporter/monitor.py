@@ -21,6 +21,7 @@ from .distributed import Topology, detect_topology, resolve_run_id
 from .health import HealthCollector
 from .push import Pusher
 from .sampler import Sampler
+from .sdk import RunRecorder, SdkConfig, SdkMixin, chain_sinks, resolve_sdk_run_id
 from .server import MetricsServer, serve_metrics
 from .training import DEFAULT_BUFFER_SIZE, PointSink, TrainingCollector
 
@@ -39,7 +40,7 @@ def trainmon_version() -> str:
         return "0+unknown"
 
 
-class TrainingMonitor:
+class TrainingMonitor(SdkMixin):
     """Exports a training run's metrics to Prometheus (scrape and/or Pushgateway).
 
     >>> with TrainingMonitor("resnet50", "vision", port=0) as monitor:  # doctest: +SKIP
@@ -59,7 +60,9 @@ class TrainingMonitor:
                  registry: CollectorRegistry | None = None, keep_push_group: bool = False,
                  nvml_source: object = None, psutil_source: object = None, point_sink: PointSink | None = None,
                  push_job: str = "trainmon", buffer_size: int = DEFAULT_BUFFER_SIZE, handle_signals: bool = True,
-                 env: Mapping[str, str] | None = None):
+                 env: Mapping[str, str] | None = None, api_url: str | None = None, api_token: str | None = None,
+                 mode: str = "online", spool_dir: str | None = None, params: Mapping[str, object] | None = None,
+                 tags: Mapping[str, object] | None = None, resume: str | bool | None = None):
         if not isinstance(experiment_name, str) or not experiment_name.strip():
             raise ValueError(f"experiment_name must be a non-empty string, got {experiment_name!r}")
         env = os.environ if env is None else env
@@ -70,6 +73,7 @@ class TrainingMonitor:
         self.experiment_name = experiment_name
         self.project_name = self.config.project_name
         self.topology: Topology = detect_topology(env)
+        run_id = resolve_sdk_run_id(run_id, resume)  # resume="<run_id>" continues that run
         self.run_id, self.run_id_source = resolve_run_id(run_id, env, self.topology)
         self.status = "RUNNING"
         self.on_finish: list[Callable[[str], None]] = []
@@ -90,6 +94,16 @@ class TrainingMonitor:
             self.run_labels, self._info_labels(), extrema_window=self.config.extrema_window,
             batch_size=batch_size, buffer_size=buffer_size, count_dropped=self.health.count_dropped)
         self.training.sink = point_sink
+        # The metadata API side (exporter/sdk.py): run registration, points via the sink, SDK methods, final status.
+        self._sdk = RunRecorder(
+            SdkConfig.resolve(env, api_url=api_url, api_token=api_token, mode=mode, spool_dir=spool_dir,
+                              params=params, tags=tags, resume=resume),
+            experiment=experiment_name, run_id=self.run_id, project=self.project_name, rank=self.topology.rank,
+            world_size=self.topology.world_size, exporter_url=self.metrics_url, on_drop=self.health.count_dropped,
+            on_checkpoint=self.training.record_checkpoint)
+        if self._sdk.enabled:
+            self.training.sink = chain_sinks(point_sink, self._sdk.offer_points)
+            self.on_finish.append(self._sdk.finish)
         self.sampled = self._sampled_collectors(nvml_source, psutil_source)
         self.health.collectors = [self.training, *self.sampled]
         self.health._buffered_points = lambda: self.training.last_buffered

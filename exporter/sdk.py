@@ -3,7 +3,8 @@
 ``RunRecorder`` owns the metadata side of one monitor (API client, spool, shipper); ``SdkMixin`` gives
 ``TrainingMonitor`` the seed's methods by delegating to ``self._sdk``. Settings come from the constructor,
 then the environment (``TRAINMON_API_URL``, ``TRAINMON_API_TOKEN``, ``TRAINMON_MODE``, ``TRAINMON_SPOOL_DIR``,
-``TRAINMON_CHECKPOINT_ROOT``, ``TRAINMON_GRAFANA_URL``, ``TRAINMON_FLUSH_TIMEOUT``), then defaults.
+``TRAINMON_CHECKPOINT_ROOT``, ``TRAINMON_GRAFANA_URL``, ``TRAINMON_FLUSH_TIMEOUT``,
+``TRAINMON_HEARTBEAT_INTERVAL``), then defaults.
 
 Modes: ``online`` (default; needs an API URL, otherwise the monitor is Prometheus-only and says so once),
 ``offline`` (everything goes to the spool only; upload later with ``trainmon sync``), ``disabled`` (no thread,
@@ -49,6 +50,7 @@ ENV_VARS = {
     "checkpoint_root": "TRAINMON_CHECKPOINT_ROOT",
     "grafana_url": "TRAINMON_GRAFANA_URL",
     "flush_timeout": "TRAINMON_FLUSH_TIMEOUT",
+    "heartbeat_interval": "TRAINMON_HEARTBEAT_INTERVAL",
 }
 
 
@@ -87,7 +89,7 @@ class SdkConfig:
         for name, variable in ENV_VARS.items():
             raw = env.get(variable, "").strip()
             if raw and (name not in values or values[name] == getattr(defaults, name)):
-                values[name] = float(raw) if name == "flush_timeout" else raw
+                values[name] = float(raw) if name in ("flush_timeout", "heartbeat_interval") else raw
         config = cls(**values)
         config.mode = str(config.mode).lower()
         if config.mode not in MODES:
@@ -99,9 +101,22 @@ class SdkConfig:
         return config
 
 
-def resolve_run_id(run_id: str | None, resume: str | bool | None) -> str | None:
+def resolve_sdk_run_id(run_id: str | None, resume: str | bool | None) -> str | None:
     """``resume="<run_id>"`` continues that run; otherwise the monitor's own run id."""
     return resume if isinstance(resume, str) and resume else run_id
+
+
+def chain_sinks(*sinks: Callable[[list], None] | None) -> Callable[[list], None]:
+    """One point sink calling every given sink in order (None entries skipped)."""
+    present = [sink for sink in sinks if sink is not None]
+    if len(present) == 1:
+        return present[0]
+
+    def sink(points: list) -> None:
+        for each in present:
+            each(points)
+
+    return sink
 
 
 class RunRecorder:
@@ -141,14 +156,20 @@ class RunRecorder:
         if online:
             self.client = ApiClient(str(config.api_url), config.api_token)
             created = self._create_now(body)
-        spool = _open_spool(config, run_id, rank, experiment)
+        try:
+            spool = _open_spool(config, run_id, rank, experiment)
+        except OSError as error:  # never stop the trainer: run without the metadata side, loudly
+            log.warning("trainmon: cannot open a spool under %s (%s); metadata recording is OFF for this run",
+                        config.spool_dir or default_spool_dir(), error)
+            if self.client is not None:
+                self.client.close()
+            self.client = None
+            return
         self.shipper = Shipper(self.client, spool, run_id, batch_points=config.batch_points,
                                batch_interval=config.batch_interval, queue_points=config.queue_points,
                                heartbeat_interval=config.heartbeat_interval, on_drop=on_drop)
         if not created:
             self.shipper.offer({"op": "run", "body": body})
-        if config.resume:
-            self.shipper.offer({"op": "status", "status": "RUNNING"})
 
     def _create_now(self, body: dict[str, Any]) -> bool:
         """Create (or join) the run with a short timeout, to learn the experiment id; False to queue it."""
@@ -295,6 +316,10 @@ class RunRecorder:
         return compare_experiments(client, names_or_ids, keys, self.config.grafana_url)
 
     # --- lifecycle ---
+
+    def flush(self, timeout: float = 30.0, deliver: bool = True) -> bool:
+        """Wait until what was handed over so far is delivered (or, ``deliver=False``, delivered or spooled)."""
+        return self.shipper is None or self.shipper.flush(timeout, deliver)
 
     def finish(self, status: str = "COMPLETED", timeout: float | None = None) -> bool:
         """Flush (bounded by ``timeout``, default ``flush_timeout``), set the final status, close. Idempotent.

@@ -111,16 +111,17 @@ class Shipper:
             self._queue.append({"run_id": self.run_id, **record})
             self._wakeup.notify()
 
-    def flush(self, timeout: float = 30.0) -> bool:
+    def flush(self, timeout: float = 30.0, deliver: bool = True) -> bool:
         """Wait (at most ``timeout`` s) until everything offered so far is delivered (online) or spooled
-        (offline); True when it was. One immediate retry is made if the API was in backoff."""
+        (offline, or ``deliver=False``: delivered *or* safe on disk); True when it was. One immediate retry is
+        made if the API was in backoff."""
         deadline = time.monotonic() + timeout
         with self._lock:
             self._cut_points()
             self._cut_lines()
             self._retry_at = 0.0
             self._wakeup.notify()
-            while not self._drained():
+            while not self._drained(deliver):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self._thread.is_alive():
                     return False
@@ -182,10 +183,10 @@ class Shipper:
             self._queued_points -= len(record["points"])
         return record
 
-    def _drained(self) -> bool:
+    def _drained(self, deliver: bool = True) -> bool:
         if self._queue or self._points or self._lines or self._busy:
             return False
-        return self.client is None or not self._spooling
+        return self.client is None or not deliver or not self._spooling
 
     # --- the shipper thread ---
 
