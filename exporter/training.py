@@ -140,10 +140,13 @@ class TrainingCollector:
                 self._count_dropped("buffer_full", seq - self._expected_seq)
             self._expected_seq = seq + 1
             try:
+                if type(metrics) is not dict:  # something with .copy() that is not a dict copy
+                    metrics = dict(metrics.items())
                 step = self._advance_step(step, wall, samples, tokens)
                 self._aggregate(metrics, step, wall, points)
             except Exception as error:  # noqa: BLE001 - one odd point must not stop the drain
-                self._warn_once("point", type(error).__name__, "trainmon: skipped a logged point: %r", error)
+                self._warn_once("point", type(error).__name__, "trainmon: skipped a logged point "
+                                "(log_metrics expects a mapping of name -> number): %r", error)
         if points:
             self._hand_to_sink(points)
         return taken
