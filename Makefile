@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q torch==2.13.0  # SDK tests: checkpoints, histograms, graphs (a local CPU build here)
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -43,7 +44,7 @@ test: system-packages $(STAMP)
 	$(VENV)/bin/pytest
 
 dashboards: $(STAMP)
-	$(PY) -m grafana.dashboards.generate
+	$(PY) grafana/dashboards/generate.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

@@ -234,7 +234,7 @@ class RunRecorder:
     def experiment_dir(self) -> Path:
         """``<checkpoint_root>/<experiment_id>`` (the experiment's name until the API told its id)."""
         label = str(self.experiment_id) if self.experiment_id is not None else _dir_label(self.experiment)
-        return Path(self.config.checkpoint_root) / label
+        return Path(self.config.checkpoint_root).absolute() / label
 
     def save_checkpoint(self, state: Any, epoch: int | None = None, step: int | None = None,
                         metrics: Mapping[str, Any] | None = None, name: str | None = None,

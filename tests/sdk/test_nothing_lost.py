@@ -3,6 +3,7 @@ the API is SIGKILLed and restarted, down for the whole run, or when the trainer 
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import sys
@@ -26,6 +27,11 @@ def expected_points(steps: int, keys: int) -> list[tuple[str, int, float]]:
 def start_trainer(tmp_path: Path, run_id: str, env: dict[str, str], *args: str) -> ManagedProcess:
     return ManagedProcess([sys.executable, str(TRAINER), "--run-id", run_id, *args], tmp_path / "trainer.log",
                           env=python_env(**env), cwd=tmp_path)
+
+
+def trainer_stats(trainer: ManagedProcess) -> dict[str, int]:
+    line = next(line for line in trainer.log_tail(100_000).splitlines() if line.startswith("STATS "))
+    return json.loads(line[len("STATS "):])
 
 
 def trainmon_sync(spool_dir: Path, api_url: str) -> subprocess.CompletedProcess:
@@ -59,6 +65,8 @@ def test_api_sigkilled_and_restarted_ten_times_loses_and_duplicates_nothing(
     assert sorted(points) == expected_points(steps, keys), f"seed {seed}"
     assert api_server.status(run_id) == "COMPLETED"
     assert api_server.starts == 11
+    stats = trainer_stats(trainer)
+    assert stats["spooled"] > 0 and stats["replayed"] > 0 and stats["dropped"] == 0, stats  # the outages were felt
 
 
 def test_api_down_for_the_whole_run_then_trainmon_sync_completes_it(tmp_path: Path) -> None:

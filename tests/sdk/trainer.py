@@ -7,6 +7,7 @@ Configured like a real trainer, through TRAINMON_API_URL, TRAINMON_SPOOL_DIR, TR
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 
@@ -45,7 +46,10 @@ def main() -> None:
         monitor._sdk.flush(60, deliver=False)  # noqa: SLF001 - then wait until it is sent or on disk
         print("SAFE", flush=True)
         time.sleep(3600)
+    shipper = monitor._sdk.shipper  # noqa: SLF001 - the test reads what the shipper went through
     monitor.finish("COMPLETED")
+    if shipper is not None:
+        print("STATS", json.dumps({**shipper.stats, "dropped": sum(shipper.dropped_points.values())}), flush=True)
     print("DONE", flush=True)
 
 
