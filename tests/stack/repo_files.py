@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -42,3 +43,27 @@ def alertmanager_renderer() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def dashboard_generator() -> ModuleType:
+    """grafana/dashboards/generate.py as a module (what `make dashboards` runs)."""
+    spec = importlib.util.spec_from_file_location("trainmon_dashboard_generate",
+                                                  GRAFANA_DIR / "dashboards" / "generate.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def dashboards() -> dict[str, dict]:
+    """The committed dashboard JSON files by file name."""
+    return {path.name: json.loads(path.read_text()) for path in sorted((GRAFANA_DIR / "dashboards").glob("*.json"))}
+
+
+def panels(dashboard: dict) -> list[dict]:
+    """Every panel of a dashboard, rows' nested panels included."""
+    found = []
+    for panel in dashboard.get("panels", []):
+        found.append(panel)
+        found.extend(panel.get("panels", []))
+    return found

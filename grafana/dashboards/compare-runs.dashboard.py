@@ -1,0 +1,60 @@
+"""Compare runs: overlay several runs by wall-clock time (Prometheus) and by training step (metadata DB)."""
+
+from grafanalib.core import GridPos
+from trainmon_panels import (
+    POSTGRES,
+    RUN,
+    Trend,
+    dashboard,
+    experiment_variable,
+    prom,
+    query_variable,
+    row,
+    run_variable,
+    sql,
+    table,
+    timeseries,
+)
+
+key_variable = query_variable(
+    "key", 'label_values(trainmon_metric_value{experiment=~"$experiment", run_id=~"$run_id"}, key)', "Metric")
+
+# Long format (step, value, run_id) split into one series per run for the Trend panel.
+BY_STEP_SQL = (
+    "SELECT m.step AS step, m.value AS value, m.run_id AS run_id\n"
+    "FROM metric_points m\n"
+    "WHERE m.run_id IN ($run_id) AND m.key = '$key' AND m.value IS NOT NULL\n"
+    "ORDER BY m.step")
+
+dashboard = dashboard(
+    uid="trainmon-compare",
+    title="Compare runs",
+    description="Pick several runs: the same metric overlaid by time (Prometheus) and by step (metadata DB), "
+                "plus their parameters side by side.",
+    variables=[experiment_variable(multi=True), run_variable(multi=True), key_variable],
+    panels=[
+        row("By step (metadata DB)"),
+        Trend(title="$key by step", dataSource=POSTGRES, targets=[sql(BY_STEP_SQL)],
+              description="Prometheus cannot align runs by step; the metadata DB stores every (step, value).",
+              transformations=[{"id": "partitionByValues", "options": {"fields": ["run_id"], "keepFields": False}}],
+              gridPos=GridPos(h=10, w=24, x=0, y=0)),
+        table("$key per run", sql(
+            "SELECT m.run_id, count(*) AS points, max(m.step) AS last_step, min(m.value) AS min_value,\n"
+            "  max(m.value) AS max_value,\n"
+            "  (array_agg(m.value ORDER BY m.step DESC))[1] AS last_value\n"
+            "FROM metric_points m\n"
+            "WHERE m.run_id IN ($run_id) AND m.key = '$key' AND m.value IS NOT NULL\n"
+            "GROUP BY m.run_id ORDER BY m.run_id")),
+        table("Parameters", sql(
+            "SELECT r.id AS run_id, e.name AS experiment, r.status, r.params::text AS params\n"
+            "FROM runs r JOIN experiments e ON e.id = r.experiment_id\n"
+            "WHERE r.id IN ($run_id) ORDER BY r.start_time")),
+        row("By time (Prometheus)"),
+        timeseries("$key (last value)", prom(f'trainmon_metric_value{{{RUN}, key="$key"}}', "{{run_id}} r{{rank}}")),
+        timeseries("$key (exact 5m average)", prom(f'run_key:trainmon_metric:avg5m{{{RUN}, key="$key"}}',
+                                                   "{{run_id}}")),
+        timeseries("Step rate", prom(f"run:trainmon_steps:rate1m{{{RUN}}}", "{{run_id}}")),
+        timeseries("GPU SM activity (run average)",
+                   prom(f"run:trainmon_gpu_sm_active_ratio:avg{{{RUN}}}", "{{run_id}}"), unit="percentunit"),
+    ],
+)
