@@ -200,6 +200,11 @@ class GpuCollector(SampledCollector):
         self._descendants: dict[int, bool] = {}
         self._state_lock = threading.Lock()
 
+    @property
+    def gpus(self) -> list[int]:
+        """NVML indices of the GPUs this collector reports (empty until the first tick, or when degraded)."""
+        return [device.index for device in self._devices or []]
+
     # --- lifecycle ---
 
     def tick(self) -> None:
