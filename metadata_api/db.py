@@ -104,6 +104,11 @@ def read_sessions(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
+def for_writes(engine: Engine) -> Engine:
+    """The same engine (same pool) whose transactions start with BEGIN IMMEDIATE on SQLite."""
+    return engine.execution_options(**{_WRITE_OPTION: True})
+
+
 def write_sessions(engine: Engine) -> sessionmaker[Session]:
     """Sessions for requests that write (BEGIN IMMEDIATE on SQLite; the same as reads on PostgreSQL)."""
-    return sessionmaker(bind=engine.execution_options(**{_WRITE_OPTION: True}), expire_on_commit=False)
+    return sessionmaker(bind=for_writes(engine), expire_on_commit=False)

@@ -1,14 +1,20 @@
-"""Alembic environment: migrates through the engine the caller passed in (`config.attributes["engine"]`)."""
+"""Alembic environment: migrates through the engine the caller passed in (`config.attributes["engine"]`).
+
+Several API processes may start at once: on SQLite the migration transaction begins with BEGIN IMMEDIATE
+(the write lock is held before the current revision is read); on PostgreSQL it takes an advisory lock first.
+Either way the first process migrates and the others then find the database at head.
+"""
 
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import Engine
-from trainmon.metadata_api.db import make_engine
+from sqlalchemy import Engine, text
+from trainmon.metadata_api.db import for_writes, make_engine
 from trainmon.metadata_api.models import Base
 
 config = context.config
 target_metadata = Base.metadata
+MIGRATION_LOCK_ID = 0x7472_6169  # "trai": pg_advisory_xact_lock key shared by every trainmon process
 
 
 def _engine() -> Engine:
@@ -17,8 +23,10 @@ def _engine() -> Engine:
 
 
 def run_migrations_online() -> None:
-    engine = _engine()
+    engine = for_writes(_engine())
     with engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_ID})
         context.configure(connection=connection, target_metadata=target_metadata,
                           render_as_batch=connection.dialect.name == "sqlite", compare_type=True)
         with context.begin_transaction():

@@ -21,8 +21,9 @@ def _insert(session: Session, table: Table) -> Any:
 
 def insert_ignore(session: Session, table: Table, values: Mapping[str, Any], conflict: Sequence[str]) -> bool:
     """Insert one row unless `conflict` columns already hold it; True when a row was inserted."""
-    statement = _insert(session, table).values(**values).on_conflict_do_nothing(index_elements=list(conflict))
-    return session.execute(statement).rowcount == 1
+    statement = (_insert(session, table).values(**values).on_conflict_do_nothing(index_elements=list(conflict))
+                 .returning(table.c[conflict[0]]))  # rowcount is not reliable across drivers; RETURNING is
+    return session.execute(statement).first() is not None
 
 
 def upsert_many(session: Session, table: Table, rows: Sequence[Mapping[str, Any]], conflict: Sequence[str],
