@@ -50,7 +50,7 @@ class Pusher:
         except Exception as error:  # noqa: BLE001 - the trainer must never see a push failure
             self._count_push("failure")
             if not self._failing:
-                log.warning("trainmon: push to Pushgateway %s failed (retrying every %.0fs, "
+                log.warning("trainmon: push to Pushgateway %s failed (retrying every %gs, "
                             "counted in trainmon_exporter_pushes_total{result=\"failure\"}): %s",
                             self.url, self.interval, error)
             self._failing = True

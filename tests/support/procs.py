@@ -217,7 +217,9 @@ def run_pushgateway(workdir: Path | None = None) -> Iterator[str]:
     binary = require_binary("prometheus-pushgateway", "pushgateway")
     with _workdir(workdir) as base:
         port = free_port()
-        process = ManagedProcess([binary, f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+        # Debian's build persists to /var/lib/prometheus/pushgateway.data by default: keep each one's own.
+        process = ManagedProcess([binary, f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
+                                  f"--persistence.file={base / 'pushgateway.data'}"],
                                  base / "pushgateway.log")
         url = f"http://127.0.0.1:{port}"
         try:
