@@ -395,3 +395,47 @@ def test_gpu_overhead_bench_runs_without_a_gpu(probe: dict) -> None:
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(summary["ratio_vs_off"]) == {"off", "on_1hz", "on_5s"}
     assert summary["gpu_tick_ms_per_gpu"]["source"].startswith("replay path")
+
+
+def test_gpu_lost_mid_run_degrades(probe: dict, caplog: pytest.LogCaptureFixture) -> None:
+    class LosesTheGpu(ReplaySource):
+        lost = False
+
+        def utilization(self, handle):
+            if self.lost:
+                raise pynvml.NVMLError_GpuIsLost()
+            return super().utilization(handle)
+
+    source = LosesTheGpu(probe, position=LOAD)
+    collector = GpuCollector(RUN, source=source)
+    collector.tick()
+    assert collector.last_success and "trainmon_gpu_power_watts" in names(collector)
+    source.lost = True
+    with caplog.at_level(logging.WARNING, logger="trainmon.exporter"):
+        collector.tick()
+        collector.tick()
+    assert list(collector.collect()) == [] and not collector.last_success  # no stale readings of a lost GPU
+    assert len(caplog.records) == 1 and "fell off the bus" in caplog.records[0].getMessage()
+    assert source.calls["gpm_sample_free"] == 2 and source.calls["shutdown"] == 1
+
+
+def test_failed_open_is_retried_without_leaking_nvml(probe: dict) -> None:
+    class FlakyName(ReplaySource):
+        failures = 1
+
+        def name(self, handle):
+            if handle.index == 1 and self.failures:
+                self.failures -= 1
+                raise pynvml.NVMLError_Unknown()
+            return super().name(handle)
+
+    source = FlakyName(probe, position=LOAD, devices=2)
+    collector = GpuCollector(RUN, source=source)
+    collector.tick()
+    assert not collector.last_success and collector.unavailable_reason is None
+    assert source.calls["init"] == 1 and source.calls["shutdown"] == 1
+    assert source.calls["gpm_sample_alloc"] == source.calls["gpm_sample_free"] == 2  # GPU 0's, given back
+    collector.tick()
+    assert collector.last_success and collector.gpus == [0, 1]
+    assert source.calls["init"] == 2
+    assert source.calls["gpm_sample_alloc"] == 2 + 4

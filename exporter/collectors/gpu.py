@@ -216,17 +216,24 @@ class GpuCollector(SampledCollector):
         with self._state_lock:
             if self.unavailable_reason is not None:
                 return []
-            if self._devices is None:
-                try:
+            try:
+                if self._devices is None:
                     self._devices = self._open_devices()
-                except GpuUnavailable as reason:
-                    self._give_up(str(reason))
+                out = Families(self.run_labels)
+                now = self._clock()
+                for device in self._devices:
+                    self._sample_device(device, out, now)
+                return out.collect()
+            except GpuUnavailable as reason:
+                self._give_up(str(reason))
+                return []
+            except pynvml.NVMLError as error:
+                if error.value == pynvml.NVML_ERROR_GPU_IS_LOST:
+                    self._give_up(f"a GPU fell off the bus ({error})")
                     return []
-            out = Families(self.run_labels)
-            now = self._clock()
-            for device in self._devices:
-                self._sample_device(device, out, now)
-            return out.collect()
+                if self._devices is None:
+                    self._release()  # opening failed half-way: the next tick starts from scratch
+                raise
 
     def close(self) -> None:
         """Free the GPM samples and shut NVML down; a later tick opens it again."""
@@ -269,14 +276,20 @@ class GpuCollector(SampledCollector):
                                  f"among {len(visible)} visible")
         self._driver_version = self.source.driver_version()
         devices: list[_Device] = []
-        for index in chosen:
-            handle = handles[index]
-            if self.source.mig_enabled(handle):
-                log.info("trainmon: GPU %d has MIG enabled; MIG devices are not monitored", index)
-                continue
-            device = _Device(index, handle, uuids[index], self.source.name(handle), self.source.pci_bus_id(handle))
-            self._open_gpm(device)
-            devices.append(device)
+        try:
+            for index in chosen:
+                handle = handles[index]
+                if self.source.mig_enabled(handle):
+                    log.info("trainmon: GPU %d has MIG enabled; MIG devices are not monitored", index)
+                    continue
+                device = _Device(index, handle, uuids[index], self.source.name(handle),
+                                 self.source.pci_bus_id(handle))
+                devices.append(device)
+                self._open_gpm(device)
+        except pynvml.NVMLError:
+            for device in devices:
+                self._free_gpm(device)
+            raise
         if not devices:
             raise GpuUnavailable("every GPU of this process has MIG enabled; MIG devices are not monitored")
         return devices
