@@ -9,6 +9,7 @@ Metric values: a point is stored as `value` (a finite float, or NULL) plus `spec
 2 +Inf, 3 -Inf). SQLite turns NaN into NULL and PostgreSQL orders NaN above every number, so keeping
 non-finite values out of `value` makes MIN/MAX/AVG in SQL mean the same on both databases and keeps
 NaN/+Inf/-Inf exact on both: `encode_value` / `decode_value` are the only way in and out.
+Finite values round-trip bit for bit (IEEE double on both), except that SQLite stores -0.0 as 0.0.
 """
 
 from __future__ import annotations
