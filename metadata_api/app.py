@@ -18,13 +18,15 @@ from .api_metrics import ApiMetrics
 from .db import make_engine, read_sessions, write_sessions
 from .logging import configure_logging
 from .middleware import BodyLimitMiddleware, RequestMetricsMiddleware
-from .routes import experiments, health, metrics_ingest, runs, sd
+from .routes import artifacts, checkpoints, compare, experiments, health, logs, metrics_ingest, notes, runs, sd, series
+from .services.retention import retention_job
 from .settings import Settings, get_settings
 
 log = logging.getLogger("trainmon.metadata_api.app")
 
 # Routers the app includes; add a resource's router here.
-ROUTERS = [health.router, runs.router, metrics_ingest.router, experiments.router, sd.router]
+ROUTERS = [health.router, runs.router, metrics_ingest.router, experiments.router, sd.router,
+           series.router, compare.router, notes.router, logs.router, checkpoints.router, artifacts.router]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -37,7 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.read_sessions = read_sessions(engine)
     app.state.write_sessions = write_sessions(engine)
     app.state.metrics = ApiMetrics(app.state.read_sessions)
-    app.state.background_jobs = [_crash_detector]
+    app.state.background_jobs = [_crash_detector, retention_job]
     for router in ROUTERS:
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes, artifact_limit=settings.max_artifact_bytes)

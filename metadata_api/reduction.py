@@ -18,8 +18,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-MIN_MAX_POINTS = 4
-"""The smallest `max_points` a reduction accepts: one bucket keeps up to four points."""
+MIN_MAX_POINTS = 5
+"""The smallest `max_points` a reduction accepts: one bucket keeps up to five points (with its first NaN)."""
 
 
 @dataclass(frozen=True)
@@ -38,10 +38,15 @@ def bucket_count(max_points: int, slots_per_bucket: int = 4) -> int:
     return max(1, max_points // slots_per_bucket)
 
 
-def bucket_index(step: int, first_step: int, last_step: int, buckets: int) -> int:
-    """The bucket of `step` when [first_step, last_step] is cut into `buckets` equal-width buckets."""
+def bucket_width(first_step: int, last_step: int, buckets: int) -> int:
+    """Steps per bucket when [first_step, last_step] is cut into at most `buckets` equal-width buckets."""
     span = last_step - first_step + 1
-    return (step - first_step) * buckets // span
+    return max(1, -(-span // buckets))
+
+
+def bucket_index(step: int, first_step: int, width: int) -> int:
+    """The bucket of `step` (buckets of `width` steps from `first_step`); SQL computes the same expression."""
+    return (step - first_step) // width
 
 
 def m4_reduce(points: Sequence[SeriesPoint], max_points: int) -> list[SeriesPoint]:
@@ -60,13 +65,14 @@ def m4_reduce(points: Sequence[SeriesPoint], max_points: int) -> list[SeriesPoin
 
 
 def _reduce(points: Sequence[SeriesPoint], buckets: int) -> list[SeriesPoint]:
-    first_step, last_step = points[0].step, points[-1].step
+    first_step = points[0].step
+    width = bucket_width(first_step, points[-1].step, buckets)
     kept: list[SeriesPoint] = []
     start = 0
     while start < len(points):
-        bucket = bucket_index(points[start].step, first_step, last_step, buckets)
+        bucket = bucket_index(points[start].step, first_step, width)
         end = start + 1
-        while end < len(points) and bucket_index(points[end].step, first_step, last_step, buckets) == bucket:
+        while end < len(points) and bucket_index(points[end].step, first_step, width) == bucket:
             end += 1
         kept.extend(_bucket_extremes(points, start, end))
         start = end

@@ -6,7 +6,7 @@ import math
 import random
 
 import pytest
-from trainmon.metadata_api.reduction import SeriesPoint, bucket_index, m4_reduce
+from trainmon.metadata_api.reduction import SeriesPoint, bucket_index, bucket_width, m4_reduce
 
 
 def series(values: list[float], first_step: int = 0) -> list[SeriesPoint]:
@@ -27,14 +27,14 @@ def test_one_step_spike_in_a_million_points_survives_a_2000_point_view() -> None
 
 def test_each_bucket_keeps_first_last_min_and_max() -> None:
     values = [5.0, 9.0, 1.0, 6.0, 7.0, 3.0, 8.0, 2.0]
-    reduced = m4_reduce(series(values), 4)  # one bucket
+    reduced = m4_reduce(series(values), 5)  # one bucket
     assert [(p.step, p.value) for p in reduced] == [(0, 5.0), (1, 9.0), (2, 1.0), (7, 2.0)]
 
 
 def test_result_is_sorted_by_step_without_repeats_and_within_budget() -> None:
     rng = random.Random(7)
     points = series([rng.gauss(0, 1) for _ in range(10_000)], first_step=500)
-    for max_points in (4, 5, 17, 100, 999):
+    for max_points in (5, 6, 17, 100, 999):
         reduced = m4_reduce(points, max_points)
         steps = [p.step for p in reduced]
         assert steps == sorted(set(steps))
@@ -68,7 +68,7 @@ def test_non_finite_values_are_kept() -> None:
 
 def test_nan_everywhere_still_fits_the_budget() -> None:
     values = [float("nan") if i % 2 else float(i) for i in range(10_000)]
-    for max_points in (4, 20, 101):
+    for max_points in (5, 20, 101):
         reduced = m4_reduce(series(values), max_points)
         assert len(reduced) <= max_points
         assert any(math.isnan(p.value) for p in reduced)
@@ -76,18 +76,19 @@ def test_nan_everywhere_still_fits_the_budget() -> None:
 
 def test_series_no_longer_than_max_points_passes_through() -> None:
     points = series([1.0, float("nan"), 3.0, float("inf")])
-    assert m4_reduce(points, 4) == points
+    assert m4_reduce(points, 5) == points
     assert m4_reduce(points, 1000) == points
     assert m4_reduce([], 10) == []
 
 
 def test_sparse_steps_use_step_width_buckets() -> None:
     points = [SeriesPoint(step, float(step), 0.0) for step in [*range(10), 1_000_000]]
-    assert bucket_index(1_000_000, 0, 1_000_000, 2) == 1
-    assert bucket_index(9, 0, 1_000_000, 2) == 0
+    width = bucket_width(0, 1_000_000, 2)
+    assert bucket_index(1_000_000, 0, width) == 1
+    assert bucket_index(9, 0, width) == 0
     assert [p.step for p in m4_reduce(points, 8)] == [0, 9, 1_000_000]
 
 
-def test_max_points_below_four_is_refused() -> None:
+def test_max_points_below_five_is_refused() -> None:
     with pytest.raises(ValueError, match="max_points"):
-        m4_reduce(series([1.0] * 10), 3)
+        m4_reduce(series([1.0] * 10), 4)

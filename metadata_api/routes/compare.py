@@ -1,0 +1,125 @@
+"""Compare runs (or every run of some experiments) on chosen keys: `GET /api/compare`.
+
+`align=step` puts every series on the step axis (`x` = step); `align=time` on elapsed wall time (`x` = seconds
+since the run's first returned point), so runs started at different moments overlay. Each series is M4-reduced to
+`max_points` (default 2000), keeping spikes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Query, status
+from pydantic import BaseModel
+from trainmon.exporter.naming import normalize_key
+
+from ..deps import PrincipalDep, SessionDep, require_access
+from ..models import Experiment, Run
+from ..reduction import MIN_MAX_POINTS
+from ..repositories import runs as run_repo
+from ..repositories import series as series_repo
+from ..schemas import MetricValue
+
+router = APIRouter(prefix="/api", tags=["metrics"])
+MAX_RUNS = 100
+MAX_KEYS = 20
+
+
+class AlignedPoint(BaseModel):
+    x: float
+    step: int
+    value: MetricValue
+    wall_time: float
+
+
+class ComparedSeries(BaseModel):
+    run_id: str
+    experiment_id: int
+    experiment: str
+    key: str
+    reduced: bool
+    points: list[AlignedPoint]
+
+
+class Comparison(BaseModel):
+    align: Literal["step", "time"]
+    keys: list[str]
+    runs: list[str]
+    series: list[ComparedSeries]
+
+
+@router.get("/compare", response_model=Comparison, responses={404: {"description": "unknown run or experiment"}})
+def compare(session: SessionDep, principal: PrincipalDep, keys: Annotated[str, Query(min_length=1)],
+            runs: str | None = None, experiments: str | None = None,
+            align: Literal["step", "time"] = "step",
+            max_points: Annotated[int, Query(ge=MIN_MAX_POINTS, le=100_000)] = 2000) -> Comparison:
+    """Series of `keys` (comma-separated) for `runs=a,b` or `experiments=1,2`, aligned by step or by time."""
+    key_list = _keys(keys)
+    chosen = _chosen_runs(session, runs, experiments)
+    for run in chosen:
+        require_access(principal, run.experiment.project_id, write=False)
+    series = []
+    for run in chosen:
+        run_series = []
+        for key in key_list:
+            points, reduced = series_repo.reduced_series(session, run.id, key, max_points)
+            run_series.append((key, points, reduced))
+        origin = min((p.wall_time for _key, points, _r in run_series for p in points), default=0.0)
+        for key, points, reduced in run_series:
+            aligned = [AlignedPoint(x=float(p.step) if align == "step" else p.wall_time - origin, step=p.step,
+                                    value=p.value, wall_time=p.wall_time) for p in points]
+            series.append(ComparedSeries(run_id=run.id, experiment_id=run.experiment_id,
+                                         experiment=run.experiment.name, key=key, reduced=reduced, points=aligned))
+    return Comparison(align=align, keys=key_list, runs=[run.id for run in chosen], series=series)
+
+
+def _keys(text: str) -> list[str]:
+    keys = []
+    for raw in _split(text):
+        key = normalize_key(raw)
+        if key is None:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"keys: {raw!r} is not a valid metric key")
+        if key not in keys:
+            keys.append(key)
+    if not keys or len(keys) > MAX_KEYS:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"keys: give 1 to {MAX_KEYS} comma-separated keys")
+    return keys
+
+
+def _chosen_runs(session: SessionDep, runs: str | None, experiments: str | None) -> list[Run]:
+    if (runs is None) == (experiments is None):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            "runs: give either runs=a,b or experiments=1,2 (one of them)")
+    chosen: list[Run] = []
+    if runs is not None:
+        for run_id in _split(runs):
+            run = run_repo.get_run(session, run_id)
+            if run is None:
+                raise HTTPException(status.HTTP_404_NOT_FOUND, f"runs: no run {run_id!r}")
+            if run not in chosen:
+                chosen.append(run)
+    else:
+        for text in _split(experiments or ""):
+            experiment_id = _experiment_id(text)
+            if session.get(Experiment, experiment_id) is None:
+                raise HTTPException(status.HTTP_404_NOT_FOUND, f"experiments: no experiment {experiment_id}")
+            chosen.extend(run_repo.runs_of_experiment(session, experiment_id))
+    if not chosen or len(chosen) > MAX_RUNS:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            f"runs: the comparison needs 1 to {MAX_RUNS} runs, got {len(chosen)}")
+    return chosen
+
+
+def _experiment_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"experiments: {text!r} is not an experiment id")
+    return value
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+

@@ -1,0 +1,89 @@
+"""Run log lines: `POST /api/runs/{run_id}/logs` (batches, idempotent by `batch_id`) and the seed's
+`GET /api/logs/{experiment_id}` (paginated, time order, filter by `run_id` and `level`)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Query, status
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ..deps import ReadableExperiment, SessionDep, SettingsDep, WritableRun
+from ..models import LogLine
+from ..repositories import ingest_batches, records
+from ..schemas import BatchId, Page, RunId
+from .experiments import Offset
+
+router = APIRouter(prefix="/api", tags=["logs"])
+KIND = "logs"
+Level = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LogLimit = Annotated[int, Query(ge=1, le=10_000)]
+
+
+class LogLineIn(BaseModel):
+    time: datetime
+    level: Level = "INFO"
+    message: str = Field(max_length=65_536)
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("time")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+class LogBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    batch_id: BatchId
+    lines: list[LogLineIn] = Field(min_length=1)
+
+
+class LogIngestResult(BaseModel):
+    accepted: int
+    duplicate: bool
+
+
+class LogLineOut(BaseModel):
+    run_id: str
+    time: datetime
+    level: str
+    message: str
+
+
+class ExperimentLogs(Page[LogLineOut]):
+    experiment_id: int
+
+
+@router.post("/runs/{run_id}/logs", response_model=LogIngestResult,
+             responses={413: {"description": "more lines than MAX_POINTS_PER_BATCH"}})
+def ingest_logs(body: LogBatch, run: WritableRun, session: SessionDep, settings: SettingsDep) -> LogIngestResult:
+    """Store a batch of log lines once: a replayed `batch_id` stores nothing and answers `duplicate: true`."""
+    if len(body.lines) > settings.max_points_per_batch:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
+                            f"lines: {len(body.lines)} lines, at most {settings.max_points_per_batch} a batch")
+    if not ingest_batches.claim_batch(session, run.id, KIND, body.batch_id, len(body.lines)):
+        first = ingest_batches.stored_count(session, run.id, KIND, body.batch_id)
+        session.rollback()
+        return LogIngestResult(accepted=first or 0, duplicate=True)
+    accepted = records.add_log_lines(session, run.id, [(line.time, line.level, line.message) for line in body.lines])
+    session.commit()
+    return LogIngestResult(accepted=accepted, duplicate=False)
+
+
+@router.get("/logs/{experiment_id}", response_model=ExperimentLogs)
+def experiment_logs(experiment: ReadableExperiment, session: SessionDep, limit: LogLimit = 1000, offset: Offset = 0,
+                    run_id: RunId | None = None, level: Level | None = None) -> ExperimentLogs:
+    """The experiment's log lines in time order."""
+    lines, total = records.experiment_log_lines(session, experiment.id, limit, offset, run_id, level)
+    return ExperimentLogs(experiment_id=experiment.id, items=[_line_out(line) for line in lines], total=total,
+                          limit=limit, offset=offset)
+
+
+def _line_out(line: LogLine) -> LogLineOut:
+    return LogLineOut(run_id=line.run_id, time=line.time, level=line.level, message=line.message)

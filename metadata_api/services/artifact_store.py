@@ -1,0 +1,86 @@
+"""Files of uploaded artifacts, under `<artifact_root>/experiments/<experiment_id>/artifacts/<run_id>/`.
+
+A file is streamed to a temporary file in its final directory, fsynced, then renamed over its final name
+(`os.replace`): a reader sees the old file or the new one, never a half-written one. Names are single path
+components (`check_name`); the final path is checked to stay inside the artifact root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+CHUNK = 1024 * 1024
+
+
+class BadName(ValueError):
+    """A file or checkpoint name that is not one plain path component."""
+
+
+class TooLarge(ValueError):
+    """An upload over the configured size."""
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    relative_path: str  # relative to the artifact root, '/'-separated
+    size_bytes: int
+    sha256: str
+
+
+def check_name(name: str, field: str = "name") -> str:
+    """`name` when it is one plain path component: no '/', '\\', NUL or control characters, not '.' or '..',
+    no '..' sequence. Raises BadName naming `field` otherwise."""
+    if not name or name != name.strip() or len(name) > 255:
+        raise BadName(f"{field}: must be 1 to 255 characters without leading or trailing spaces")
+    if "/" in name or "\\" in name or ".." in name or name == "." or any(ord(c) < 32 for c in name):
+        raise BadName(f"{field}: {name!r} must be a plain file name (no path separators, '..' or control chars)")
+    return name
+
+
+def artifact_relative_path(experiment_id: int, run_id: str, name: str, step: int | None) -> str:
+    """Where an artifact lives under the root; artifacts logged at several steps keep one file per step."""
+    check_name(run_id, "run_id")
+    parts = ["experiments", str(int(experiment_id)), "artifacts", run_id]
+    if step is not None:
+        parts.append(f"step-{int(step)}")
+    parts.append(check_name(name))
+    return "/".join(parts)
+
+
+def store(root: Path, relative_path: str, source: BinaryIO, max_bytes: int) -> StoredFile:
+    """Copy `source` to `root/relative_path` atomically; its size and SHA-256. TooLarge past `max_bytes`."""
+    root = root.resolve()
+    target = (root / relative_path).resolve()
+    if not target.is_relative_to(root):
+        raise BadName(f"name: {relative_path!r} leaves the artifact root")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest, size = hashlib.sha256(), 0
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            while chunk := source.read(CHUNK):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise TooLarge(f"file: larger than MAX_ARTIFACT_BYTES ({max_bytes} bytes)")
+                digest.update(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    return StoredFile(relative_path=relative_path, size_bytes=size, sha256=digest.hexdigest())
+
+
+def remove(root: Path, relative_path: str) -> None:
+    """Delete a stored file (used when its database row could not be written)."""
+    with contextlib.suppress(FileNotFoundError):
+        (root / relative_path).unlink()
