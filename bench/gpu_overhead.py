@@ -110,6 +110,33 @@ def run_round(step: Callable[[], float], barrier: Callable[[], None], seconds: f
             monitor.finish()
 
 
+class TimedSource:
+    """Wraps an NVML source and records how long each call takes, to tell which call a tick's cost comes from."""
+
+    def __init__(self, inner: object):
+        self.inner = inner
+        self.durations: dict[str, list[float]] = {}
+
+    def __getattr__(self, name: str) -> object:
+        call = getattr(self.inner, name)
+        durations = self.durations.setdefault(name, [])
+
+        def timed(*args: object, **kwargs: object) -> object:
+            started = time.perf_counter()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                durations.append(time.perf_counter() - started)
+
+        return timed
+
+    def report(self, ticks: int) -> str:
+        rows = sorted(((sum(values) / ticks, name, statistics.median(values), len(values))
+                       for name, values in self.durations.items() if len(values) >= ticks), reverse=True)
+        return "\n".join(f"    {name:<22} median {median * 1e6:8.1f} us/call, {per_tick * 1e6:8.1f} us/tick"
+                         for per_tick, name, median, _ in rows)
+
+
 def tick_costs(collector: GpuCollector | SystemCollector | ProcessCollector, ticks: int,
                between: Callable[[], None] = lambda: None) -> list[float]:
     collector.tick()  # opens NVML, allocates GPM samples, first CPU reading
@@ -174,6 +201,12 @@ def main() -> None:
         gpu = GpuCollector(RUN_LABELS, source=NvmlSource())
         gpu_costs = tick_costs(gpu, args.ticks)
         label = "NVML on this GPU machine"
+        timed = TimedSource(NvmlSource())
+        timed_collector = GpuCollector(RUN_LABELS, source=timed)
+        tick_costs(timed_collector, args.ticks)
+        timed_collector.close()
+        print(f"NVML calls per tick ({len(timed_collector.gpus) or 1} GPU(s), all GPUs together, by cost):\n"
+              + timed.report(args.ticks))
     if gpu.unavailable_reason:
         raise SystemExit(f"GPU collector unavailable: {gpu.unavailable_reason}")
     gpus = len(gpu.gpus)
