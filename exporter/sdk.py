@@ -54,6 +54,18 @@ ENV_VARS = {
 }
 
 
+MAX_LOG_MESSAGE = 65_536
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def log_level(level: str | int) -> str:
+    """One of the API's five level names (a logging level number maps to the nearest one below it)."""
+    if isinstance(level, int):
+        return LOG_LEVELS[max(0, min(4, level // 10 - 1))]
+    name = str(level).upper()
+    return {"WARN": "WARNING", "FATAL": "CRITICAL"}.get(name, name if name in LOG_LEVELS else "INFO")
+
+
 def default_spool_dir() -> Path:
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(cache) / "trainmon" / "spool"
@@ -217,13 +229,13 @@ class RunRecorder:
         if self._rank0_event():
             self._offer({"op": "note", "text": text})
 
-    def log_text(self, line: str, level: str = "INFO") -> None:
+    def log_text(self, line: str, level: str | int = "INFO") -> None:
         """Add one line to the run's log (every rank; prefixed with the rank when there are several)."""
         if self.shipper is None:
             return
         message = f"[rank {self.rank}] {line}" if self.world_size > 1 else str(line)
-        self.shipper.offer_log_line({"time": datetime.now(timezone.utc).isoformat(), "level": str(level).upper(),
-                                     "message": message})
+        self.shipper.offer_log_line({"time": datetime.now(timezone.utc).isoformat(), "level": log_level(level),
+                                     "message": message[:MAX_LOG_MESSAGE]})
 
     def logging_handler(self, level: int = logging.INFO) -> logging.Handler:
         """A ``logging.Handler`` that sends records to the run's log."""
@@ -359,7 +371,7 @@ class RunLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.recorder.log_text(self.format(record), record.levelname)
+            self.recorder.log_text(self.format(record), record.levelno)
         except Exception:  # noqa: BLE001 - logging must never raise into the trainer
             self.handleError(record)
 
@@ -444,7 +456,7 @@ class SdkMixin:
     def add_note(self, text: str) -> None:
         self._sdk.add_note(text)
 
-    def log_text(self, line: str, level: str = "INFO") -> None:
+    def log_text(self, line: str, level: str | int = "INFO") -> None:
         self._sdk.log_text(line, level)
 
     def logging_handler(self, level: int = logging.INFO) -> logging.Handler:
