@@ -439,3 +439,16 @@ def test_failed_open_is_retried_without_leaking_nvml(probe: dict) -> None:
     assert collector.last_success and collector.gpus == [0, 1]
     assert source.calls["init"] == 2
     assert source.calls["gpm_sample_alloc"] == 2 + 4
+
+
+def test_rank_without_a_gpu_of_its_own_is_quiet_but_healthy(probe: dict, monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    collector = GpuCollector(RUN, source=ReplaySource(probe, devices=4), local_rank=6, local_world_size=8)
+    with caplog.at_level(logging.INFO, logger="trainmon.exporter"):
+        collector.tick()
+        collector.tick()
+    assert list(collector.collect()) == []
+    assert collector.last_success  # by the rule, not a fault: lower ranks report the 4 GPUs
+    assert [record.levelno for record in caplog.records] == [logging.INFO]
+    assert "local rank 6 of 8" in caplog.records[0].getMessage()

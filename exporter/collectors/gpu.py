@@ -10,10 +10,12 @@ Cost per GPU per tick is kept to the cheap NVML calls (a few microseconds each) 
 - a reading the card answers NotSupported (or NoPermission) is remembered per GPU and never asked for again;
   it is omitted, never exported as 0.
 
-Degraded modes (no NVML library or driver, no visible GPU, MIG enabled, no GPU for this local rank): one log
-line, no GPU series at all, and `trainmon_exporter_collector_success{collector="gpu"}` stays 0 (as node_exporter
-does for a collector without data), so an alert can tell a node whose driver broke from an idle GPU. CPU-only
-trainers turn the collector off (`TrainingMonitor(gpu=False)`). NVML is not retried once found missing.
+Degraded modes (no NVML library or driver, no visible GPU, MIG enabled, a GPU lost mid-run): one log line, no
+GPU series at all, and `trainmon_exporter_collector_success{collector="gpu"}` stays 0 (as node_exporter does for
+a collector without data), so an alert can tell a node whose driver broke from an idle GPU. CPU-only trainers
+turn the collector off (`TrainingMonitor(gpu=False)`). NVML is not retried once found missing. A local rank left
+without a GPU of its own by the selection rule (more ranks than GPUs) also reports none, but that is the rule,
+not a fault: one info line and success 1.
 
 GPU selection: a single local process (`local_world_size` 1) reports every visible GPU; with several local
 ranks, rank `local_rank` reports the GPU at position `local_rank` among the visible devices, so no GPU is
@@ -111,7 +113,11 @@ SLOW_FIELDS = (pynvml.NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION, pynvml.NVML_FI_DEV_P
 
 
 class GpuUnavailable(Exception):
-    """Why this process reports no GPU (logged once)."""
+    """Why this process reports no GPU (logged once); `by_design` when that is the rule, not a fault."""
+
+    def __init__(self, reason: str, by_design: bool = False):
+        super().__init__(reason)
+        self.by_design = by_design
 
 
 def visible_devices(cuda_visible_devices: str | None, uuids: Sequence[str]) -> list[int]:
@@ -197,6 +203,7 @@ class GpuCollector(SampledCollector):
         self._driver_version = ""
         self._initialised = False
         self.unavailable_reason: str | None = None
+        self._unavailable_by_design = False
         self._descendants: dict[int, bool] = {}
         self._state_lock = threading.Lock()
 
@@ -209,7 +216,7 @@ class GpuCollector(SampledCollector):
 
     def tick(self) -> None:
         super().tick()
-        if self.unavailable_reason is not None:
+        if self.unavailable_reason is not None and not self._unavailable_by_design:
             self.last_success = False
 
     def sample(self) -> list[Metric]:
@@ -225,7 +232,7 @@ class GpuCollector(SampledCollector):
                     self._sample_device(device, out, now)
                 return out.collect()
             except GpuUnavailable as reason:
-                self._give_up(str(reason))
+                self._give_up(str(reason), by_design=reason.by_design)
                 return []
             except pynvml.NVMLError as error:
                 if error.value == pynvml.NVML_ERROR_GPU_IS_LOST:
@@ -240,9 +247,10 @@ class GpuCollector(SampledCollector):
         with self._state_lock:
             self._release()
 
-    def _give_up(self, reason: str) -> None:
+    def _give_up(self, reason: str, by_design: bool = False) -> None:
         self.unavailable_reason = reason
-        log.warning("trainmon: GPU metrics off: %s", reason)
+        self._unavailable_by_design = by_design
+        log.log(logging.INFO if by_design else logging.WARNING, "trainmon: GPU metrics off: %s", reason)
         self._release()
 
     def _release(self) -> None:
@@ -273,7 +281,7 @@ class GpuCollector(SampledCollector):
         chosen = devices_for_rank(visible, self.local_rank, self.local_world_size)
         if not chosen:
             raise GpuUnavailable(f"local rank {self.local_rank} of {self.local_world_size} has no GPU of its own "
-                                 f"among {len(visible)} visible")
+                                 f"among {len(visible)} visible; lower ranks report them", by_design=True)
         self._driver_version = self.source.driver_version()
         devices: list[_Device] = []
         try:
