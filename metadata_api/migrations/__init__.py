@@ -6,6 +6,7 @@ the round-trip test and for operators.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from alembic import command
@@ -40,5 +41,7 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
+@lru_cache(maxsize=1)
 def head_revision() -> str | None:
+    """The newest revision the code ships (read once)."""
     return ScriptDirectory(str(SCRIPT_LOCATION)).get_current_head()

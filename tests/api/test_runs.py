@@ -138,3 +138,15 @@ def test_logs_are_json_with_the_seed_fields() -> None:
     assert entry["level"] == "INFO" and entry["component"] == "metadata_api.runs"
     assert entry["experiment_id"] == 7 and entry["message"] == "run started"
     assert entry["timestamp"].endswith("+00:00")
+
+
+def test_api_metrics_use_route_templates(api: TestClient) -> None:
+    start(api, "templated")
+    api.get("/api/runs/templated")
+    api.get("/api/runs/missing")
+    text = api.get("/metrics").text
+    assert 'trainmon_api_request_duration_seconds_count{method="GET",route="/api/runs/{run_id}",status="200"} 1.0' \
+        in text
+    assert 'trainmon_api_request_duration_seconds_count{method="GET",route="/api/runs/{run_id}",status="404"} 1.0' \
+        in text
+    assert 'trainmon_api_runs{status="RUNNING"} 1.0' in text
