@@ -278,3 +278,18 @@ def test_real_psutil_host_series() -> None:
     assert value(collector, "trainmon_host_memory_total_bytes") == psutil.virtual_memory().total
     assert value(collector, "trainmon_host_load1") == pytest.approx(os.getloadavg()[0], abs=5.0)
     assert len(samples(collector, "trainmon_host_network_received_bytes_total")) == 1
+
+
+def test_network_counters_survive_interfaces_coming_and_going() -> None:
+    host = RecordedHost(READINGS["host"])
+    collector = SystemCollector(RUN, source=host)
+    received, transmitted = [], []
+    for _ in range(3):
+        host.advance()
+        collector.tick()
+        received.append(value(collector, "trainmon_host_network_received_bytes_total"))
+        transmitted.append(value(collector, "trainmon_host_network_transmitted_bytes_total"))
+    # ib0 gone and veth1 new: eth0 moved 100000000/100000 bytes, veth1 500/700; then eth0 restarted at 1000/2000
+    assert received == [199453971, 199453971 + 100000000 + 500, 199453971 + 100000000 + 500 + 1000]
+    assert transmitted == [5276640, 5276640 + 100000 + 700, 5276640 + 100000 + 700 + 2000]
+    assert value(collector, "trainmon_host_cpu_utilization_ratio") == pytest.approx(1 / 4)

@@ -4,7 +4,8 @@ The source is any object with the psutil functions used here (`cpu_times`, `getl
 `swap_memory`, `disk_io_counters`, `net_io_counters`); by default the `psutil` module itself, so tests can feed
 exact readings. The CPU ratio is computed from `cpu_times()` deltas between ticks (no shared state with other
 `psutil.cpu_percent` callers); the first reading is taken at construction. Network counters leave out loopback
-interfaces. A reading the host cannot give (no disks in a container, no load average) is omitted.
+interfaces and never go down when an interface disappears (see `InterfaceTotals`). A reading the host cannot
+give (no disks in a container, no load average) is omitted.
 Host series are meant to come from local rank 0 only (the wiring in `TrainingMonitor` decides).
 """
 
@@ -49,6 +50,31 @@ def is_loopback(interface: str) -> bool:
     return interface == "lo" or interface.startswith("lo:") or interface.lower().startswith("loopback")
 
 
+class InterfaceTotals:
+    """Byte counters summed over interfaces that never go down when an interface vanishes (docker veths do).
+
+    The first reading is the starting total; after that each interface adds what it moved since the last
+    reading (its whole count when it is new or its counter restarted).
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[int, int]] = {}
+        self._totals: list[int] | None = None
+
+    def update(self, readings: Mapping[str, tuple[int, int]]) -> tuple[int, int]:
+        if self._totals is None:
+            self._totals = [sum(reading[0] for reading in readings.values()),
+                            sum(reading[1] for reading in readings.values())]
+        else:
+            for nic, reading in readings.items():
+                before = self._last.get(nic, (0, 0))
+                for direction in (0, 1):
+                    moved = reading[direction] - before[direction]
+                    self._totals[direction] += moved if moved >= 0 else reading[direction]
+        self._last = dict(readings)
+        return self._totals[0], self._totals[1]
+
+
 class SystemCollector(SampledCollector):
     """Host CPU, load, memory, swap, disk and network readings."""
 
@@ -58,6 +84,7 @@ class SystemCollector(SampledCollector):
         super().__init__(run_labels)
         self.source = source if source is not None else psutil
         self._cpu_before = self._try(self.source.cpu_times)
+        self._network = InterfaceTotals()
 
     @staticmethod
     def _try(call: Any, *args: Any, **kwargs: Any) -> Any:
@@ -97,11 +124,11 @@ class SystemCollector(SampledCollector):
             out.counter("trainmon_host_disk_written_bytes_total", "Bytes written to disks.", disk.write_bytes)
         nics = self._try(self.source.net_io_counters, pernic=True)
         if nics:
-            counted = [counters for interface, counters in nics.items() if not is_loopback(interface)]
+            received, transmitted = self._network.update(
+                {nic: (counters.bytes_recv, counters.bytes_sent) for nic, counters in nics.items()
+                 if not is_loopback(nic)})
             out.counter("trainmon_host_network_received_bytes_total",
-                        "Bytes received on all network interfaces but loopback.",
-                        sum(counters.bytes_recv for counters in counted))
+                        "Bytes received on all network interfaces but loopback.", received)
             out.counter("trainmon_host_network_transmitted_bytes_total",
-                        "Bytes sent on all network interfaces but loopback.",
-                        sum(counters.bytes_sent for counters in counted))
+                        "Bytes sent on all network interfaces but loopback.", transmitted)
         return out.collect()
