@@ -452,3 +452,49 @@ def test_rank_without_a_gpu_of_its_own_is_quiet_but_healthy(probe: dict, monkeyp
     assert collector.last_success  # by the rule, not a fault: lower ranks report the 4 GPUs
     assert [record.levelno for record in caplog.records] == [logging.INFO]
     assert "local rank 6 of 8" in caplog.records[0].getMessage()
+
+
+def test_nvml_source_marshals_pynvml_structures(probe: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NvmlSource's own ctypes handling, with pynvml's real structures; only the driver calls are replaced."""
+    import ctypes
+
+    def field_values(handle, field_ids):
+        values = (pynvml.c_nvmlFieldValue_t * len(field_ids))()
+        recorded = {getattr(pynvml, name): entry for name, entry in probe["field_values"].items()}
+        for slot, field_id in enumerate(field_ids):
+            entry = recorded[field_id]
+            values[slot].fieldId = field_id
+            values[slot].nvmlReturn = entry["ret"]
+            values[slot].valueType = entry["type"]
+            values[slot].value.ullVal = entry["value"]["ullVal"]  # the union's widest member: every view agrees
+        return values
+
+    first = pynvml.struct_c_nvmlGpmSample_t()
+    second = pynvml.struct_c_nvmlGpmSample_t()
+    sample1 = ctypes.cast(ctypes.pointer(first), pynvml.c_nvmlGpmSample_t)
+    sample2 = ctypes.cast(ctypes.pointer(second), pynvml.c_nvmlGpmSample_t)
+    idle = {getattr(pynvml, name): entry for name, entry in probe["gpm"]["idle"].items()}
+
+    def metrics_get(request):
+        assert request.version == pynvml.NVML_GPM_METRICS_GET_VERSION
+        assert ctypes.addressof(request.sample1.contents) == ctypes.addressof(first)
+        assert ctypes.addressof(request.sample2.contents) == ctypes.addressof(second)
+        for slot in range(request.numMetrics):
+            entry = idle[request.metrics[slot].metricId]
+            request.metrics[slot].nvmlReturn = entry["ret"]
+            request.metrics[slot].value = entry["value"]
+        return request
+
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetFieldValues", field_values)
+    monkeypatch.setattr(pynvml, "nvmlGpmMetricsGet", metrics_get)
+    source = NvmlSource()
+    wanted = [pynvml.NVML_FI_DEV_MEMORY_TEMP, pynvml.NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION,
+              pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX, pynvml.NVML_FI_DEV_POWER_INSTANT]
+    assert source.field_values(None, wanted) == [(0, 35.0), (0, 3108020.0), (pynvml.NVML_ERROR_NOT_SUPPORTED, 0.0),
+                                                 (0, 79071.0)]
+    metric_ids = [pynvml.NVML_GPM_METRIC_PCIE_RX_PER_SEC, pynvml.NVML_GPM_METRIC_PCIE_TX,
+                  pynvml.NVML_GPM_METRIC_DRAM_BW_UTIL]
+    assert source.gpm_metrics(sample1, sample2, metric_ids) == [
+        (0, probe["gpm"]["idle"]["NVML_GPM_METRIC_PCIE_RX_PER_SEC"]["value"]),
+        (pynvml.NVML_ERROR_INVALID_ARGUMENT, 0.0),
+        (0, probe["gpm"]["idle"]["NVML_GPM_METRIC_DRAM_BW_UTIL"]["value"])]
