@@ -19,6 +19,7 @@ from .db import make_engine, read_sessions, write_sessions
 from .logging import configure_logging
 from .middleware import BodyLimitMiddleware, RequestMetricsMiddleware
 from .routes import artifacts, checkpoints, compare, experiments, health, logs, metrics_ingest, notes, runs, sd, series
+from .services import notifications
 from .services.retention import retention_job
 from .settings import Settings, get_settings
 
@@ -35,6 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     engine = make_engine(settings.database_url, settings.sqlite_busy_timeout_ms)
     app = FastAPI(title="trainmon metadata API", version="0.1.0", debug=settings.debug, lifespan=_lifespan)
     app.state.settings = settings
+    notifications.configure(settings)
     app.state.engine = engine
     app.state.read_sessions = read_sessions(engine)
     app.state.write_sessions = write_sessions(engine)

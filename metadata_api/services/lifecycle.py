@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from ..db import utcnow
 from ..models import Run, RunStatus
 from ..repositories import runs as run_repo
+from . import notifications
 
 RUNNING, COMPLETED, FAILED, CRASHED = (RunStatus.RUNNING, RunStatus.COMPLETED, RunStatus.FAILED,
                                        RunStatus.CRASHED)
@@ -55,6 +56,7 @@ def change_status(run: Run, wanted: RunStatus, now: datetime | None = None) -> b
         run.last_heartbeat = now
     else:
         run.end_time = now
+    notifications.status_changed(run)
     return True
 
 
@@ -96,4 +98,6 @@ def any_stale(runs: Iterable[Run], timeout_seconds: float) -> bool:
 def sweep_crashed(session: Session, timeout_seconds: float) -> list[str]:
     """Mark every RUNNING run silent for longer than the timeout CRASHED (caller commits); their ids."""
     now = utcnow()
-    return run_repo.mark_stale_crashed(session, now - timedelta(seconds=timeout_seconds), now)
+    crashed = run_repo.mark_stale_crashed(session, now - timedelta(seconds=timeout_seconds), now)
+    notifications.runs_crashed(session, crashed)
+    return crashed

@@ -1,0 +1,139 @@
+"""Run lifecycle notifications (COMPLETED / FAILED / CRASHED) through Alertmanager: one path for everything.
+
+The lifecycle service calls `status_changed(run)` when a run's status changes and `runs_crashed(session, ids)`
+after a crash sweep. When ENABLE_NOTIFICATIONS is true and ALERTMANAGER_URL is set (`configure(settings)`, done by
+`create_app`), each becomes an alert `TrainmonRunLifecycle` posted to Alertmanager's `/api/v2/alerts`;
+alertmanager/alertmanager.yml routes it to the `lifecycle` receiver (Slack and email), with the same templates as
+the Prometheus alerts. Posting happens on a background thread with a short timeout: a slow or dead Alertmanager
+never slows an API request; a failure is logged.
+
+The alert holds for `HOLD` and then ends on its own (the lifecycle receiver does not send "resolved").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
+from urllib.parse import quote
+
+import requests
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..models import Run
+from ..settings import Settings
+
+log = logging.getLogger("trainmon.metadata_api.notifications")
+
+ALERTNAME = "TrainmonRunLifecycle"
+SEVERITY = {"COMPLETED": "info", "FAILED": "critical", "CRASHED": "critical"}
+HOLD = timedelta(minutes=10)
+POST_TIMEOUT_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """A run reaching a status worth telling people about."""
+
+    run_id: str
+    experiment: str
+    project: str
+    status: str
+    host: str | None = None
+
+    @classmethod
+    def of(cls, run: Run) -> RunEvent:
+        experiment = run.experiment
+        return cls(run.id, experiment.name, experiment.project.name, run.status, run.host)
+
+
+def lifecycle_alert(event: RunEvent, grafana_url: str, api_url: str, now: datetime | None = None) -> dict:
+    """The Alertmanager v2 alert for `event` (labels route it; annotations feed the message templates)."""
+    now = now or datetime.now(timezone.utc)
+    where = f" on {event.host}" if event.host else ""
+    run_link = f"{api_url.rstrip('/')}/api/runs/{quote(event.run_id, safe='')}"
+    return {
+        "labels": {"alertname": ALERTNAME, "run_id": event.run_id, "experiment": event.experiment,
+                   "project": event.project, "status": event.status, "severity": SEVERITY[event.status],
+                   "team": "training"},
+        "annotations": {
+            "summary": f"Run {event.run_id} ({event.experiment}) {event.status}",
+            "description": f"Run {event.run_id} of experiment {event.experiment} (project {event.project}){where} "
+                           f"is now {event.status}. Details: {run_link}",
+            "value": event.status,
+            "runbook_url": "README.md#trainmonrunlifecycle",
+            "grafana_url": f"{grafana_url.rstrip('/')}/d/trainmon-overview/training-overview"
+                           f"?var-experiment={quote(event.experiment)}&var-run_id={quote(event.run_id)}",
+        },
+        "startsAt": now.isoformat(),
+        "endsAt": (now + HOLD).isoformat(),
+        "generatorURL": run_link,
+    }
+
+
+class AlertmanagerNotifier:
+    """Posts lifecycle alerts to one Alertmanager."""
+
+    def __init__(self, alertmanager_url: str, grafana_url: str, api_url: str,
+                 timeout: float = POST_TIMEOUT_SECONDS):
+        self.url = alertmanager_url.rstrip("/") + "/api/v2/alerts"
+        self.grafana_url = grafana_url
+        self.api_url = api_url
+        self.timeout = timeout
+
+    def post(self, events: Iterable[RunEvent]) -> None:
+        """Post now (raises on failure)."""
+        alerts = [lifecycle_alert(event, self.grafana_url, self.api_url) for event in events]
+        if alerts:
+            requests.post(self.url, json=alerts, timeout=self.timeout).raise_for_status()
+
+    def notify(self, events: Iterable[RunEvent]) -> threading.Thread:
+        """Post on a background thread; failures are logged, never raised."""
+        wanted = [event for event in events if event.status in SEVERITY]
+
+        def send() -> None:
+            try:
+                self.post(wanted)
+            except requests.RequestException as error:
+                log.warning("lifecycle notification to %s failed: %s", self.url, error)
+
+        thread = threading.Thread(target=send, name="trainmon-notify", daemon=True)
+        thread.start()
+        return thread
+
+
+_notifier: AlertmanagerNotifier | None = None
+
+
+def configure(settings: Settings, env: Mapping[str, str] | None = None) -> AlertmanagerNotifier | None:
+    """Set up (or switch off) notifications for this process from the settings; links from GRAFANA_URL and
+    TRAINMON_API_URL in the environment."""
+    global _notifier
+    env = os.environ if env is None else env
+    if settings.enable_notifications and settings.alertmanager_url:
+        _notifier = AlertmanagerNotifier(settings.alertmanager_url,
+                                         env.get("GRAFANA_URL", "http://localhost:3000"),
+                                         env.get("TRAINMON_API_URL", f"http://{settings.host}:{settings.port}"))
+    else:
+        if settings.enable_notifications:
+            log.warning("ENABLE_NOTIFICATIONS is on but ALERTMANAGER_URL is empty: no lifecycle notifications")
+        _notifier = None
+    return _notifier
+
+
+def status_changed(run: Run) -> None:
+    """Called by the lifecycle service after `run.status` changed."""
+    if _notifier is not None and run.status in SEVERITY:
+        _notifier.notify([RunEvent.of(run)])
+
+
+def runs_crashed(session: Session, run_ids: Iterable[str]) -> None:
+    """Called after a crash sweep marked `run_ids` CRASHED."""
+    ids = list(run_ids)
+    if _notifier is not None and ids:
+        runs = session.scalars(select(Run).where(Run.id.in_(ids)))
+        _notifier.notify([replace(RunEvent.of(run), status="CRASHED") for run in runs])
