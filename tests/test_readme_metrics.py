@@ -1,0 +1,91 @@
+"""README.md's metrics reference table matches what a real exporter emits: names, types and labels.
+
+The exporter runs with every collector: training (steps, epoch, samples, tokens, checkpoint), health, system and
+process from the real psutil, GPU from the replayed H200 NVML fixture (when the shared fixture is present).
+Every emitted family must be documented; every documented one must be emitted, except those listed below.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+from support.procs import wait_until
+from trainmon.exporter import TrainingMonitor
+
+REPO = Path(__file__).resolve().parents[1]
+H200_FIXTURE = REPO.parent / "shared" / "fixtures" / "nvml-h200" / "nvml_probe.json"
+RUN_LABELS = {"experiment", "run_id", "rank"}
+# Documented but not emitted in this scenario, and why.
+NOT_EMITTED_HERE = {
+    "trainmon_gpu_process_memory_used_bytes": "the replayed fixture lists the recording's process, not this pid",
+}
+ROW = re.compile(r"^\|\s*`(trainmon_[a-z0-9_]+)`\s*\|\s*(\w+)\s*\|([^|]*)\|")
+
+
+def documented() -> dict[str, tuple[str, frozenset[str]]]:
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Metrics reference", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        if match := ROW.match(line):
+            name, kind, labels = match.groups()
+            assert name not in rows, f"{name} documented twice"
+            rows[name] = (kind, frozenset(label.strip() for label in labels.split(",") if label.strip()))
+    assert len(rows) > 40, "the metrics table was not found or not parsed"
+    return rows
+
+
+def parse(text: str) -> dict[str, tuple[str, frozenset[str]]]:
+    families = {}
+    for family in text_string_to_metric_families(text):
+        name = family.name + ("_total" if family.type == "counter" else "")
+        labels: set[str] = set()
+        for sample in family.samples:
+            labels |= set(sample.labels)
+        assert labels >= RUN_LABELS, f"{name} lacks the run labels"
+        families[name] = (family.type, frozenset(labels - RUN_LABELS - {"quantile"}))
+    return families
+
+
+def emitted(wanted: Callable[[bool], set[str]]) -> tuple[dict[str, tuple[str, frozenset[str]]], bool]:
+    """Scrape until every wanted family shows (rates such as GPM and CPU need two ticks) or 20 s passed."""
+    source = None
+    if H200_FIXTURE.exists():
+        source = pytest.importorskip("trainmon.exporter.collectors.nvml_source").ReplaySource(H200_FIXTURE)
+    with TrainingMonitor("readme", "docs", port=0, gpu=source is not None, nvml_source=source, system=True,
+                         batch_size=8, sample_interval=0.2, handle_signals=False) as monitor:
+        for step in range(20):
+            monitor.log_metrics({"loss": 1.0, "epoch": 0, "bad": "x"}, step, tokens=100)
+        monitor.log_checkpoint("c")
+        box: dict[str, tuple[str, frozenset[str]]] = {}
+
+        def complete() -> bool:
+            box.clear()
+            box.update(parse(requests.get(monitor.metrics_url, timeout=5).text))
+            return wanted(source is not None) <= set(box)
+
+        with contextlib.suppress(TimeoutError):
+            wait_until(complete, timeout=20, interval=0.2, what="every documented family")
+    return dict(box), source is not None
+
+
+def test_readme_table_matches_the_exporter() -> None:
+    docs = documented()
+
+    def wanted(with_gpu: bool) -> set[str]:
+        return {name for name in docs if name not in NOT_EMITTED_HERE
+                and (with_gpu or not name.startswith("trainmon_gpu_"))}
+
+    real, with_gpu = emitted(wanted)
+    undocumented = sorted(set(real) - set(docs))
+    assert not undocumented, f"emitted but missing from README.md's metrics table: {undocumented}"
+    mismatched = {name: {"README": docs[name], "emitted": real[name]} for name in real if docs[name] != real[name]}
+    assert not mismatched, f"type or labels differ: {mismatched}"
+    missing = sorted(wanted(with_gpu) - set(real))
+    assert not missing, f"documented in README.md but not emitted: {missing}"
