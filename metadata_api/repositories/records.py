@@ -45,13 +45,15 @@ def experiment_log_lines(session: Session, experiment_id: int, limit: int, offse
 
 
 def upsert_checkpoint(session: Session, run_id: str, fields: Mapping[str, Any]) -> tuple[Checkpoint, bool]:
-    """Register a checkpoint; a name the run registered before gets the new fields (a re-save). True when new."""
+    """Register a checkpoint; a name the run registered before gets the new fields and time (a re-save).
+    True when the name is new."""
     checkpoint = session.scalar(select(Checkpoint).where(Checkpoint.run_id == run_id,
                                                          Checkpoint.name == fields["name"]))
     created = checkpoint is None
     if checkpoint is None:
-        checkpoint = Checkpoint(run_id=run_id, created_at=utcnow())
+        checkpoint = Checkpoint(run_id=run_id)
         session.add(checkpoint)
+    checkpoint.created_at = utcnow()
     for name, value in fields.items():
         setattr(checkpoint, name, value)
     session.flush()
