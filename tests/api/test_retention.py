@@ -1,0 +1,93 @@
+"""Retention: points older than METRICS_RETENTION_DAYS go (in bounded batches), newer ones stay, from the function,
+from the app's periodic job; a writer keeps writing while a large prune runs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from fastapi.testclient import TestClient
+from sqlalchemy import event
+from sqlalchemy.orm import Session, sessionmaker
+from support.procs import wait_until
+from trainmon.metadata_api.services.retention import prune_metric_points
+
+DAY = 86_400.0
+
+
+def start(api: TestClient, run_id: str = "kept") -> None:
+    assert api.post("/api/runs", json={"experiment": "retention", "run_id": run_id}).status_code == 201
+
+
+def post(api: TestClient, batch_id: str, points: list[dict], run_id: str = "kept") -> None:
+    answer = api.post(f"/api/runs/{run_id}/metrics", json={"batch_id": batch_id, "points": points})
+    assert answer.status_code == 200, answer.text
+
+
+def aged(steps: range, age_days: float, key: str = "loss") -> list[dict]:
+    now = time.time()
+    return [{"key": key, "step": s, "value": float(s), "wall_time": now - age_days * DAY} for s in steps]
+
+
+def steps_left(api: TestClient, key: str = "loss", run_id: str = "kept") -> list[int]:
+    answer = api.get(f"/api/runs/{run_id}/metrics/{key}", params={"limit": 100_000})
+    return [p["step"] for p in answer.json()["points"]] if answer.status_code == 200 else []
+
+
+def test_prune_deletes_old_points_in_bounded_batches(api: TestClient,
+                                                     session_factory: sessionmaker[Session]) -> None:
+    start(api)
+    post(api, "old", aged(range(0, 25), age_days=31))
+    post(api, "edge", aged(range(25, 30), age_days=29.9))
+    post(api, "new", aged(range(30, 35), age_days=0))
+    deletes: list[int] = []
+    engine = session_factory.kw["bind"]
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def count_deletes(_conn, cursor, statement, *_args) -> None:  # noqa: ANN001
+        if statement.lstrip().upper().startswith("DELETE"):
+            deletes.append(cursor.rowcount)
+
+    assert prune_metric_points(session_factory, retention_days=30, batch_size=7, pause_seconds=0) == 25
+    assert deletes == [7, 7, 7, 4]
+    assert steps_left(api) == list(range(25, 35))
+    assert prune_metric_points(session_factory, retention_days=30, batch_size=7) == 0
+
+
+def test_the_app_prunes_periodically(make_api: Callable[..., TestClient]) -> None:
+    api = make_api(retention_interval_seconds=0.2, metrics_retention_days=1)
+    start(api)
+    post(api, "old", aged(range(0, 10), age_days=2))
+    post(api, "new", aged(range(10, 12), age_days=0))
+    wait_until(lambda: steps_left(api) == [10, 11], timeout=20, what="the retention job to prune")
+
+
+def test_a_writer_is_not_locked_out_during_a_large_prune(api: TestClient,
+                                                         session_factory: sessionmaker[Session]) -> None:
+    start(api)
+    for start_step in range(0, 60_000, 20_000):
+        post(api, f"old-{start_step}", aged(range(start_step, start_step + 20_000), age_days=100))
+    done = threading.Event()
+    pruned: list[int] = []
+
+    def prune() -> None:
+        try:
+            pruned.append(prune_metric_points(session_factory, retention_days=30, batch_size=1000))
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=prune)
+    worker.start()
+    written_during_prune = 0
+    batch = 0
+    while not done.is_set() or batch < 3:
+        post(api, f"live-{batch}", aged(range(100_000 + batch * 10, 100_000 + batch * 10 + 10), age_days=0,
+                                        key="live"))
+        written_during_prune += not done.is_set()
+        batch += 1
+    worker.join(timeout=60)
+    assert pruned == [60_000]
+    assert written_during_prune >= 3, "writes waited for the whole prune"
+    assert len(steps_left(api, "live")) == batch * 10
+    assert steps_left(api) == []
