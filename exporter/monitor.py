@@ -65,6 +65,10 @@ class TrainingMonitor(SdkMixin):
                  tags: Mapping[str, object] | None = None, resume: str | bool | None = None):
         if not isinstance(experiment_name, str) or not experiment_name.strip():
             raise ValueError(f"experiment_name must be a non-empty string, got {experiment_name!r}")
+        if batch_size is not None and (type(batch_size) is not int or batch_size <= 0):  # checked before binding
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if type(buffer_size) is not int or buffer_size < 1:
+            raise ValueError(f"buffer_size must be a positive int, got {buffer_size!r}")
         env = os.environ if env is None else env
         self.config: ExporterConfig = resolve_config(
             env, project_name=project_name, port=port, host=host, pushgateway_url=pushgateway_url,

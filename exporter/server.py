@@ -48,5 +48,5 @@ def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> MetricsS
 
 def _url_host(host: str) -> str:
     if host in ("", "0.0.0.0", "::"):
-        return socket.getfqdn()
+        return socket.gethostname()
     return f"[{host}]" if ":" in host else host

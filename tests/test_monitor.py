@@ -256,3 +256,7 @@ def test_bad_arguments_are_clear_errors() -> None:
         TrainingMonitor("", **QUIET)
     with pytest.raises(ValueError, match="extrema_window"):
         TrainingMonitor("exp", port=False, extrema_window=0, **QUIET)
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainingMonitor("exp", port=0, batch_size=0, **QUIET)
+    with pytest.raises(ValueError, match="buffer_size"):
+        TrainingMonitor("exp", port=0, buffer_size=0, **QUIET)
