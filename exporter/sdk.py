@@ -281,7 +281,7 @@ class RunRecorder:
             return None
         summary = artifacts.histogram(values, bins)
         metadata = {key: summary[key] for key in ("count", "min", "max", "mean", "nonfinite")}
-        return self._artifact("histogram", name, step, ".json", artifacts.json_bytes(summary), metadata)
+        return self._artifact("histogram", name, step, ".hist.json", artifacts.json_bytes(summary), metadata)
 
     def log_graph(self, model: Any, input_sample: Any = None, name: str | None = None) -> Path | None:
         """Store the module tree of a torch model (shapes with ``input_sample``); ONNX too when installed."""
@@ -289,7 +289,7 @@ class RunRecorder:
             return None
         graph = artifacts.module_graph(model, input_sample)
         name = name or graph["type"]
-        path = self._artifact("graph", name, None, ".json", artifacts.json_bytes(graph),
+        path = self._artifact("graph", name, None, ".graph.json", artifacts.json_bytes(graph),
                               {"parameters": graph["parameters"], "format": "module-tree"})
         try:
             onnx_file = artifacts.onnx_export(model, input_sample, self._artifact_path("graph", name, None, ".onnx"))
@@ -309,7 +309,8 @@ class RunRecorder:
                   metadata: dict[str, Any]) -> Path:
         artifacts.safe_name(name, f"{kind} name")
         stored = artifacts.write_atomic(self._artifact_path(kind, name, step, suffix), lambda file: file.write(data))
-        record = {"op": "artifact", "kind": kind, "name": name, "path": str(stored.path.resolve()),
+        # The API keys artifacts by (name, step): the suffix keeps an image and a histogram of one name apart.
+        record = {"op": "artifact", "kind": kind, "name": f"{name}{suffix}", "path": str(stored.path.resolve()),
                   "metadata": {**metadata, "sha256": stored.sha256, "size_bytes": stored.size_bytes}}
         if step is not None:
             record["step"] = step

@@ -130,7 +130,7 @@ def test_images_from_arrays_pil_files_and_figures(workdir: Path) -> None:
         assert image.size == (7, 8) and other.format == "PNG"
     registered = [record for record in spooled(workdir) if record["op"] == "artifact"]
     assert [(r["kind"], r["name"], r.get("step")) for r in registered] == [
-        ("image", "gray", 1), ("image", "rgb", 1), ("image", "pil", None), ("image", "file", None)]
+        ("image", "gray.png", 1), ("image", "rgb.png", 1), ("image", "pil.png", None), ("image", "file.png", None)]
     assert all(Path(record["path"]).exists() for record in registered)
 
 

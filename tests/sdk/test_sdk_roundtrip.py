@@ -83,7 +83,7 @@ def test_every_sdk_method_round_trips(tmp_path: Path, api_server: ApiServer, mon
     # Artifacts: uploaded files are byte-identical to what the trainer wrote.
     artifacts = rows(api_server, "SELECT kind, name, step, sha256 FROM artifacts WHERE run_id = ? ORDER BY id", run_id)
     assert [(kind, name, step) for kind, name, step, _sha in artifacts] == [
-        ("image", "samples", 49), ("histogram", "layer0", 49), ("graph", "Sequential", None)]
+        ("image", "samples.png", 49), ("histogram", "layer0.hist.json", 49), ("graph", "Sequential.graph.json", None)]
     for (_kind, _name, _step, sha), path in zip(artifacts, (image, histogram, graph), strict=True):
         assert sha == hashlib.sha256(path.read_bytes()).hexdigest()
     assert sum(json.loads(histogram.read_text())["counts"]) == 15
