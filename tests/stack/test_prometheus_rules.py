@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import pytest
@@ -86,3 +87,10 @@ def test_prometheus_yml_discovers_trainers_and_reads_pushgateway_with_honor_labe
     assert "trainmon-api" in jobs
     assert config["alerting"]["alertmanagers"]
     assert config["rule_files"] == ["rules/*.yml"]
+
+
+def test_readme_has_a_runbook_entry_for_every_alert_and_the_lifecycle_notification() -> None:
+    readme = (PROMETHEUS_DIR.parent / "README.md").read_text()
+    runbook = readme.split("### Runbook", 1)[1]
+    headings = set(re.findall(r"^#### (\w+)$", runbook, re.M))
+    assert EXPECTED_ALERTS | {"TrainmonRunLifecycle"} <= headings
