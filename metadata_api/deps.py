@@ -25,11 +25,11 @@ from .settings import Settings
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_metrics(request: Request) -> ApiMetrics:
+async def get_metrics(request: Request) -> ApiMetrics:
     return request.app.state.metrics
 
 
@@ -94,8 +94,8 @@ def sweep_crashed(app: object, timeout_seconds: float) -> list[str]:
     return crashed
 
 
-def _load_run(session: Session, run_id: str) -> Run:
-    run = run_repo.get_run(session, run_id)
+def _load_run(session: Session, run_id: str, for_write: bool = False) -> Run:
+    run = (run_repo.get_run_for_write if for_write else run_repo.get_run)(session, run_id)
     if run is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"run_id: no run {run_id!r}")
     return run
@@ -112,7 +112,7 @@ def get_readable_run(request: Request, session: SessionDep, principal: Principal
 
 def get_writable_run(session: SessionDep, principal: PrincipalDep,
                      run_id: Annotated[str, Path(max_length=128)]) -> Run:
-    run = _load_run(session, run_id)
+    run = _load_run(session, run_id, for_write=True)
     require_access(principal, run.experiment.project_id, write=True)
     return run
 

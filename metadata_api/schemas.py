@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime
+from functools import lru_cache
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError
 from trainmon.exporter.naming import normalize_key
 
 from .models import NAME_LENGTH, RUN_ID_LENGTH, RunStatus
@@ -42,6 +43,7 @@ def metric_value_json(value: float) -> float | str:
     return value
 
 
+@lru_cache(maxsize=4096)
 def _metric_key(value: str) -> str:
     key = normalize_key(value)
     if key is None:
@@ -192,3 +194,34 @@ class ExperimentDetail(ExperimentOut):
 class ExperimentMetrics(Page[PointOut]):
     experiment_id: int
     keys: list[str]
+
+
+def parse_json_body(model: type[T], body: bytes) -> T:
+    """Validate a raw JSON body straight into `model` (pydantic-core parses and validates in one pass, about 3x
+    faster than json.loads + validation); errors are FastAPI's usual 422 with `loc` starting at "body"."""
+    from fastapi.exceptions import RequestValidationError
+
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as error:
+        errors = [{**item, "loc": ("body", *item["loc"])} for item in error.errors(include_url=False)]
+        raise RequestValidationError(errors, body=body) from None
+
+
+def openapi_body(model: type[BaseModel]) -> dict[str, Any]:
+    """`openapi_extra` documenting `model` as the JSON request body of a route that parses it itself."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+    return {"requestBody": {"required": True,
+                            "content": {"application/json": {"schema": _inline(schema, definitions)}}}}
+
+
+def _inline(node: Any, definitions: dict[str, Any]) -> Any:
+    if isinstance(node, dict):
+        reference = node.get("$ref", "")
+        if reference.startswith("#/$defs/"):
+            return _inline(definitions[reference.removeprefix("#/$defs/")], definitions)
+        return {key: _inline(value, definitions) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_inline(item, definitions) for item in node]
+    return node

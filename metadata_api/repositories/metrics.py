@@ -9,7 +9,6 @@ from sqlalchemy.orm import Session
 
 from ..db import decode_value, encode_value
 from ..models import MetricPoint, Run
-from .upsert import upsert_many
 
 PointRow = tuple[str, int, float, float]  # key, step, value, wall_time
 
@@ -24,14 +23,26 @@ def latest_per_step(points: Sequence[PointRow]) -> list[PointRow]:
 
 def upsert_points(session: Session, run_id: str, points: Sequence[PointRow]) -> int:
     """Store `points` (one per (key, step), see `latest_per_step`); a (key, step) already stored gets the new
-    value and wall time. Returns the rows written."""
+    value and wall time. Returns the rows written.
+
+    The hot path of ingest: one driver-level executemany of a prepared INSERT ... ON CONFLICT (the same text on
+    SQLite and PostgreSQL), no per-row ORM or Core compilation.
+    """
     rows = []
     for key, step, value, wall_time in points:
         stored, special = encode_value(value)
-        rows.append({"run_id": run_id, "key": key, "step": step, "value": stored, "special": special,
-                     "wall_time": wall_time})
-    upsert_many(session, MetricPoint.__table__, rows, ["run_id", "key", "step"], ["value", "special", "wall_time"])
+        rows.append((run_id, key, step, stored, special, wall_time))
+    if rows:
+        connection = session.connection()
+        connection.exec_driver_sql(_upsert_sql(connection.dialect.paramstyle), rows)
     return len(rows)
+
+
+def _upsert_sql(paramstyle: str) -> str:
+    mark = "?" if paramstyle == "qmark" else "%s"
+    return ("INSERT INTO metric_points (run_id, key, step, value, special, wall_time) VALUES "
+            f"({', '.join([mark] * 6)}) ON CONFLICT (run_id, key, step) DO UPDATE SET value = excluded.value, "
+            "special = excluded.special, wall_time = excluded.wall_time")
 
 
 def experiment_points(session: Session, experiment_id: int, limit: int, offset: int, key: str | None = None,

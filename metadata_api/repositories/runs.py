@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from ..models import Experiment, Run, RunTag
 from .upsert import upsert_many
@@ -17,6 +17,11 @@ def get_run(session: Session, run_id: str) -> Run | None:
     query = select(Run).where(Run.id == run_id).options(
         selectinload(Run.tags), selectinload(Run.experiment).selectinload(Experiment.project))
     return session.scalar(query)
+
+
+def get_run_for_write(session: Session, run_id: str) -> Run | None:
+    """The run and its experiment in one query (what a write needs to check access), without tags."""
+    return session.scalar(select(Run).where(Run.id == run_id).options(joinedload(Run.experiment)))
 
 
 def runs_of_experiment(session: Session, experiment_id: int) -> list[Run]:

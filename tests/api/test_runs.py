@@ -129,6 +129,9 @@ def test_openapi_lists_the_core_endpoints(api: TestClient) -> None:
                  "/api/runs/{run_id}/metrics", "/api/runs/{run_id}/params", "/api/runs/{run_id}/tags",
                  "/api/experiments", "/api/experiments/{experiment_id}", "/api/metrics/{experiment_id}", "/api/sd"):
         assert path in paths, path
+    ingest = paths["/api/runs/{run_id}/metrics"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert set(ingest["required"]) == {"batch_id", "points"}
+    assert set(ingest["properties"]["points"]["items"]["properties"]) == {"key", "step", "value", "wall_time"}
 
 
 def test_logs_are_json_with_the_seed_fields() -> None:
