@@ -86,9 +86,10 @@ async def _crash_detector(app: FastAPI) -> None:
 async def _database_error(request: Request, error: Exception) -> JSONResponse:
     request.app.state.metrics.db_errors.inc()
     log.error("database error on %s %s: %s", request.method, request.url.path, error)
-    busy = isinstance(error, OperationalError)
-    return JSONResponse({"detail": "database busy, retry" if busy else "database error"},
-                        status_code=503 if busy else 500, headers={"Retry-After": "1"} if busy else None)
+    unavailable = isinstance(error, OperationalError)  # locked, busy, unreachable, not migrated: retry later
+    return JSONResponse({"detail": f"database {'unavailable, retry' if unavailable else 'error'}: "
+                                   f"{type(error.__cause__ or error).__name__}"},
+                        status_code=503 if unavailable else 500, headers={"Retry-After": "1"} if unavailable else None)
 
 
 def serve(settings: Settings, insecure: bool = False) -> None:

@@ -86,7 +86,8 @@ def set_status(body: StatusChange, run: WritableRun, session: SessionDep, metric
 
 @router.post("/{run_id}/heartbeat", status_code=status.HTTP_204_NO_CONTENT,
              responses={409: {"description": "the run is COMPLETED or FAILED"}})
-def heartbeat(_body: Heartbeat, run: WritableRun, session: SessionDep, metrics: MetricsDep) -> Response:
+def heartbeat(run: WritableRun, session: SessionDep, metrics: MetricsDep, _body: Heartbeat | None = None) -> Response:
+    """A sign of life (the body, `{}` or none, is ignored)."""
     try:
         revived = lifecycle.heartbeat(run)
     except lifecycle.IllegalTransition as error:

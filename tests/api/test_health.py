@@ -1,0 +1,65 @@
+"""Liveness, readiness (database reachable and migrated), database errors answered and counted; settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import ValidationError
+from trainmon.metadata_api import migrations
+from trainmon.metadata_api.settings import Settings
+
+
+def test_ready_when_migrated(api: TestClient) -> None:
+    assert api.get("/healthz").json() == {"status": "ok"}
+    assert api.get("/readyz").json() == {"status": "ready", "revision": migrations.head_revision()}
+
+
+def test_not_ready_and_db_errors_counted_when_not_migrated(make_api: Callable[..., TestClient]) -> None:
+    api = make_api(auto_migrate=False)
+    ready = api.get("/readyz")
+    assert ready.status_code == 503 and "revision None" in ready.json()["reason"]
+    failed = api.get("/api/experiments")
+    assert failed.status_code in (500, 503) and failed.json()["detail"].startswith("database ")
+    assert api.get("/healthz").status_code == 200
+    assert "trainmon_api_db_errors_total 1.0" in api.get("/metrics").text
+
+
+def test_heartbeat_needs_no_body(api: TestClient) -> None:
+    api.post("/api/runs", json={"experiment": "e", "run_id": "r"})
+    assert api.post("/api/runs/r/heartbeat").status_code == 204
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+def test_settings_read_the_seed_variables_from_env_and_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("PORT=5055\nMETRICS_RETENTION_DAYS=7\nLOG_LEVEL=debug\n"
+                                   "DATABASE_URL=postgresql://u@db:5432/tm\n")
+    monkeypatch.setenv("HOST", "0.0.0.0")
+    monkeypatch.setenv("PORT", "6000")  # the environment wins over .env
+    settings = Settings()
+    assert (settings.host, settings.port, settings.metrics_retention_days, settings.log_level) == (
+        "0.0.0.0", 6000, 7, "DEBUG")
+    assert settings.database_url == "postgresql+psycopg://u@db:5432/tm"
+
+
+def test_settings_defaults_and_bad_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    defaults = Settings()
+    assert (defaults.host, defaults.port, defaults.database_url, defaults.metrics_retention_days) == (
+        "127.0.0.1", 5000, "sqlite:///training_monitor.db", 30)
+    monkeypatch.setenv("LOG_LEVEL", "chatty")
+    with pytest.raises(ValidationError, match="LOG_LEVEL"):
+        Settings()
+    monkeypatch.setenv("LOG_LEVEL", "INFO")
+    monkeypatch.setenv("DATABASE_URL", "mysql://x")
+    with pytest.raises(ValidationError, match="DATABASE_URL"):
+        Settings()
