@@ -183,6 +183,17 @@ class ApiClient:
 
     # --- records ---
 
+    def send_ensuring_run(self, record: Mapping[str, Any], run_body: Mapping[str, Any] | None) -> Any:
+        """``send``; when the API does not know the run yet (404: its creation is queued behind, or was lost),
+        create it from ``run_body`` and send again. A known run is never re-created (that would resume it)."""
+        try:
+            return self.send(record)
+        except ApiError as error:
+            if error.status != 404 or record.get("op") == "run" or not run_body:
+                raise
+        self.create_run(run_body)
+        return self.send(record)
+
     def send(self, record: Mapping[str, Any]) -> Any:
         """Perform one spoolable record (see ``exporter/shipper.py`` for how they are made)."""
         op, run_id = record["op"], record.get("run_id", "")

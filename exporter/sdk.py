@@ -10,7 +10,8 @@ Modes: ``online`` (default; needs an API URL, otherwise the monitor is Prometheu
 ``offline`` (everything goes to the spool only; upload later with ``trainmon sync``), ``disabled`` (no thread,
 no spool, no network: the SDK methods are no-ops, except ``save_checkpoint`` which still writes your file).
 
-DDP: every rank creates/joins the shared run and logs points and log lines (prefixed ``[rank N]``); params,
+DDP: every rank creates/joins the shared run and logs points (rank N > 0 under ``<key>_rank<N>``) and log
+lines (prefixed ``[rank N]``); params,
 tags, notes and checkpoint registration are rank 0's only (other ranks' calls are ignored, but
 ``save_checkpoint`` still writes the file it is asked for); the final status is rank 0's, except FAILED,
 which any rank reports.
@@ -169,7 +170,7 @@ class RunRecorder:
             self.client = ApiClient(str(config.api_url), config.api_token)
             created = self._create_now(body)
         try:
-            spool = _open_spool(config, run_id, rank, experiment)
+            spool = _open_spool(config, run_id, rank, experiment, json_safe(body))
         except OSError as error:  # never stop the trainer: run without the metadata side, loudly
             log.warning("trainmon: cannot open a spool under %s (%s); metadata recording is OFF for this run",
                         config.spool_dir or default_spool_dir(), error)
@@ -179,7 +180,8 @@ class RunRecorder:
             return
         self.shipper = Shipper(self.client, spool, run_id, batch_points=config.batch_points,
                                batch_interval=config.batch_interval, queue_points=config.queue_points,
-                               heartbeat_interval=config.heartbeat_interval, on_drop=on_drop)
+                               heartbeat_interval=config.heartbeat_interval, on_drop=on_drop,
+                               run_body=json_safe(body))
         if not created:
             self.shipper.offer({"op": "run", "body": body})
 
@@ -201,8 +203,14 @@ class RunRecorder:
     # --- points (the monitor's drain sink) ---
 
     def offer_points(self, points: list[tuple[str, int, float, float]]) -> None:
-        if self.shipper is not None:
-            self.shipper.offer_points(points)
+        """The drain's sink. Rank N > 0 stores its points under ``<key>_rank<N>`` (the API keeps one value per
+        run, key and step: ranks logging the same key would overwrite each other)."""
+        if self.shipper is None:
+            return
+        if self.rank:
+            suffix = f"_rank{self.rank}"
+            points = [(key + suffix, step, value, wall) for key, step, value, wall in points]
+        self.shipper.offer_points(points)
 
     # --- run data ---
 
@@ -483,10 +491,10 @@ class SdkMixin:
         return self._sdk.compare_experiments(names_or_ids, keys)
 
 
-def _open_spool(config: SdkConfig, run_id: str, rank: int, experiment: str) -> Spool:
+def _open_spool(config: SdkConfig, run_id: str, rank: int, experiment: str, run_body: dict[str, Any]) -> Spool:
     root = Path(config.spool_dir) if config.spool_dir else default_spool_dir()
     meta = {"api_url": config.api_url, "run_id": run_id, "rank": rank, "experiment": experiment,
-            "created": time.time()}
+            "created": time.time(), "run": run_body}
     name = f"{_dir_label(run_id)}-rank{rank}"
     try:
         return Spool(root / name, max_bytes=config.spool_max_bytes, meta=meta)

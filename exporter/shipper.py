@@ -25,6 +25,7 @@ import collections
 import contextlib
 import logging
 import random
+import shutil
 import threading
 import time
 import uuid
@@ -46,7 +47,7 @@ class Shipper:
     def __init__(self, client: ApiClient | None, spool: Spool, run_id: str, *, batch_points: int = 5000,
                  batch_interval: float = 1.0, queue_points: int = 100_000, heartbeat_interval: float = 5.0,
                  backoff_initial: float = 0.5, backoff_max: float = 15.0,
-                 on_drop: Callable[[str, int], None] | None = None):
+                 on_drop: Callable[[str, int], None] | None = None, run_body: dict[str, Any] | None = None):
         if batch_points <= 0 or queue_points < batch_points:
             raise ValueError("need 0 < batch_points <= queue_points")
         self.client = client
@@ -59,6 +60,7 @@ class Shipper:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.on_drop = on_drop
+        self.run_body = run_body
         self.dropped_points: collections.Counter[str] = collections.Counter()
         self.stats: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
@@ -93,7 +95,7 @@ class Shipper:
                 self._cut_points()
                 self._wakeup.notify()
             if self._queued_points + len(self._points) > self.queue_points:
-                self._spill()
+                self._spill(points_only=True)
 
     def offer_log_line(self, line: dict[str, Any]) -> None:
         """Take one run log line ``{time, level, message}``; shipped in batches like points."""
@@ -145,6 +147,8 @@ class Shipper:
                         "reachable, or now with: trainmon sync %s", self.spool.size_bytes, self.run_id,
                         self.spool.directory, self.spool.directory)
         self.spool.close()
+        if not left:  # everything confirmed: leave nothing behind for `trainmon sync` to look at
+            shutil.rmtree(self.spool.directory, ignore_errors=True)
         if self.client is not None:
             self.client.close()
         return delivered and not left
@@ -170,11 +174,19 @@ class Shipper:
                                 "lines": self._lines})
             self._lines = []
 
-    def _spill(self) -> None:
-        """Move the whole queue to the spool, in order (the queue is full, or we are closing)."""
+    def _spill(self, points_only: bool = False) -> None:
+        """Move the queue to the spool in order: its metric batches only when the queue is full (events stay
+        queued, so events keep their order among themselves; metric batches are order-free on the server:
+        batch ids and the (key, step) natural key), everything when closing."""
         self._cut_points()
+        kept: collections.deque[Record] = collections.deque()
         while self._queue:
-            self._to_spool(self._pop())
+            record = self._pop()
+            if points_only and record["op"] != "metrics":
+                kept.append(record)
+            else:
+                self._to_spool(record)
+        self._queue = kept
         self._spooling = self._spooling or not self.spool.is_empty()
 
     def _pop(self) -> Record:
@@ -237,15 +249,12 @@ class Shipper:
             with self._lock:
                 if not self._queue:
                     break
-                record = self._queue[0]
+                record = self._pop()  # in flight: a spill of the queue cannot take it twice
             if not self._deliver(record):
                 with self._lock:
-                    self._pop()
                     self._to_spool(record)
                     self._spooling = True
                 break
-            with self._lock:
-                self._pop()
         self._heartbeat_if_due()
 
     def _replay(self) -> None:
@@ -267,7 +276,7 @@ class Shipper:
         """Send one record; True when done with it (delivered or rejected for good), False to retry later."""
         assert self.client is not None
         try:
-            self.client.send(_encoded(record))
+            self.client.send_ensuring_run(_encoded(record), self.run_body)
         except (ApiUnavailable, ApiError) as error:
             status = getattr(error, "status", None)
             if error.retryable or status in (401, 403):

@@ -69,7 +69,7 @@ def sync_spool(directory: Path, api_url: str | None, token: str | None, *, retri
         rejected = 0
         try:
             for position, record in spool.records():
-                outcome = _send_with_retries(client, record, retries)
+                outcome = _send_with_retries(client, record, retries, spool.meta.get("run"))
                 if outcome is None:
                     progress.done(f"API unavailable at {url}; {total - progress.count} records left, run sync again")
                     return False
@@ -85,12 +85,13 @@ def sync_spool(directory: Path, api_url: str | None, token: str | None, *, retri
     return empty
 
 
-def _send_with_retries(client: ApiClient, record: dict[str, Any], retries: int) -> bool | None:
+def _send_with_retries(client: ApiClient, record: dict[str, Any], retries: int,
+                       run_body: dict[str, Any] | None = None) -> bool | None:
     """True sent, False rejected for good (reported), None unavailable after ``retries`` attempts."""
     delay = 0.5
     for attempt in range(max(1, retries)):
         try:
-            client.send(record)
+            client.send_ensuring_run(record, run_body)
             return True
         except (ApiUnavailable, ApiError) as error:
             if not error.retryable and getattr(error, "status", None) not in (401, 403):

@@ -171,3 +171,29 @@ def _create_token(server: ApiServer, project: str) -> str | None:
     if result.returncode != 0:
         return None
     return result.stdout.strip().splitlines()[-1].split()[-1]
+
+
+def test_ranks_share_one_run_and_rank0_owns_params_and_status(tmp_path: Path, api_server: ApiServer) -> None:
+    run_id = f"ddp-{tmp_path.name[-12:]}".replace("_", "-")
+    monitors = []
+    for rank in (0, 1):
+        env = {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
+               "TRAINMON_RUN_ID": run_id}
+        monitors.append(TrainingMonitor("ddp", port=False, gpu=False, system=False, handle_signals=False, env=env,
+                                        api_url=api_server.url, spool_dir=str(tmp_path / "spool")))
+    for rank, monitor in enumerate(monitors):
+        assert monitor.run_id == run_id
+        monitor.log_params({"rank_that_wrote": rank})
+        monitor.log_text("ready")
+        for step in range(10):
+            monitor.log_metrics({"loss": rank * 100 + step}, step=step)
+    monitors[1].finish()  # COMPLETED from rank 1 does not end the run ...
+    assert api_server.status(run_id) == "RUNNING"
+    monitors[0].finish()  # ... rank 0's does
+    run = api_server.get(f"/api/runs/{run_id}")
+    assert run["status"] == "COMPLETED" and run["params"] == {"rank_that_wrote": 0}
+    expected = [("loss", step, float(step)) for step in range(10)]
+    expected += [("loss_rank1", step, 100.0 + step) for step in range(10)]  # rank 1's points under their own key
+    assert sorted(api_server.points(run_id)) == sorted(expected)
+    logs = api_server.get(f"/api/logs/{run['experiment_id']}", run_id=run_id)["items"]
+    assert sorted(line["message"] for line in logs) == ["[rank 0] ready", "[rank 1] ready"]
