@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -123,3 +124,19 @@ def test_trainer_killed_9_shows_crashed_then_sync_completes_the_data(tmp_path: P
     finally:
         trainer.stop()
         server.stop()
+
+
+def test_sigterm_finishes_the_run_as_failed_with_every_point(tmp_path: Path, api_server: ApiServer) -> None:
+    run_id = f"sigterm-{uuid.uuid4().hex[:8]}"
+    trainer = start_trainer(tmp_path, run_id, {"TRAINMON_API_URL": api_server.url,
+                                               "TRAINMON_SPOOL_DIR": str(tmp_path / "spool")},
+                            "--steps", "2000", "--keys", "2", "--hang", "--signals")
+    try:
+        wait_until(lambda: "SAFE" in trainer.log_tail(), timeout=60, what="the trainer to log")
+        trainer.proc.send_signal(signal.SIGTERM)
+        trainer.proc.wait(timeout=60)
+    finally:
+        trainer.stop()
+    assert trainer.proc.returncode == -signal.SIGTERM  # the default action ran after finishing
+    assert api_server.status(run_id) == "FAILED"
+    assert sorted(api_server.points(run_id)) == expected_points(2000, 2)

@@ -29,9 +29,11 @@ def main() -> None:
     parser.add_argument("--pause", type=float, default=0.0)
     parser.add_argument("--wait-file", default=None, help="start logging once this file exists")
     parser.add_argument("--hang", action="store_true", help="after logging: print SAFE and wait to be killed")
+    parser.add_argument("--signals", action="store_true", help="let the monitor handle SIGTERM")
     args = parser.parse_args()
     monitor = TrainingMonitor(args.experiment, run_id=args.run_id, port=False, gpu=False, system=False,
-                              handle_signals=False, params={"lr": 0.1, "model": {"depth": 4}}, tags={"suite": "sdk"})
+                              handle_signals=args.signals, params={"lr": 0.1, "model": {"depth": 4}},
+                              tags={"suite": "sdk"})
     print("STARTED", monitor.run_id, flush=True)
     while args.wait_file and not os.path.exists(args.wait_file):
         time.sleep(0.05)
