@@ -197,3 +197,17 @@ def test_ranks_share_one_run_and_rank0_owns_params_and_status(tmp_path: Path, ap
     assert sorted(api_server.points(run_id)) == sorted(expected)
     logs = api_server.get(f"/api/logs/{run['experiment_id']}", run_id=run_id)["items"]
     assert sorted(line["message"] for line in logs) == ["[rank 0] ready", "[rank 1] ready"]
+
+
+def test_an_exception_in_the_with_block_marks_the_run_failed_and_resume_continues_it(
+        tmp_path: Path, api_server: ApiServer) -> None:
+    with pytest.raises(RuntimeError, match="diverged"), online_monitor(tmp_path, api_server) as monitor:
+        monitor.log_metrics({"loss": 1.0}, step=0)
+        raise RuntimeError("loss diverged")
+    assert api_server.status(monitor.run_id) == "FAILED"
+    with online_monitor(tmp_path, api_server, resume=monitor.run_id) as resumed:
+        assert resumed.run_id == monitor.run_id
+        assert api_server.status(monitor.run_id) == "RUNNING"  # a FAILED run is resumed by registering it again
+        resumed.log_metrics({"loss": 0.5}, step=1)
+    assert api_server.status(monitor.run_id) == "COMPLETED"
+    assert sorted(api_server.points(monitor.run_id)) == [("loss", 0, 1.0), ("loss", 1, 0.5)]
