@@ -40,13 +40,14 @@ class _KeyStats:
     """Aggregates of one normalised key; label lists are built once."""
 
     __slots__ = ("key", "labels", "nonfinite_labels", "last", "sum", "count", "nonfinite", "secs", "maxs", "mins",
-                 "exported")
+                 "exported", "is_epoch")
 
     def __init__(self, key: str, run_values: Sequence[str], ring_size: int):
         self.key = key
         self.labels = [*run_values, key]
         self.nonfinite_labels = {kind: [*run_values, key, kind] for kind in NONFINITE_KINDS}
         self.exported = False  # becomes True with the first accepted value
+        self.is_epoch = key == "epoch"
         self.last = math.nan
         self.sum = 0.0
         self.count = 0
@@ -197,6 +198,7 @@ class TrainingCollector:
 
     def _aggregate(self, metrics: Mapping, step: int, wall: float, points: list[Point] | None) -> None:
         sec = int(wall)
+        index = sec % (self.window_seconds + 1)  # this point's per-second bucket, the same ring size for every key
         by_raw = self._by_raw
         for raw, value in metrics.items():
             stats = by_raw.get(raw)
@@ -219,19 +221,12 @@ class TrainingCollector:
             if number - number == 0.0:  # finite: inf - inf and nan - nan are nan
                 stats.sum += number
                 stats.count += 1
+                _update_extremes(stats, index, sec, number)
             else:
                 stats.nonfinite[nonfinite_kind(number)] += 1  # type: ignore[index]
-            if number == number:  # NaN has no place among extremes; +/-Inf has
-                index = sec % len(stats.secs)
-                if stats.secs[index] != sec:
-                    stats.secs[index] = sec
-                    stats.maxs[index] = number
-                    stats.mins[index] = number
-                elif number > stats.maxs[index]:
-                    stats.maxs[index] = number
-                elif number < stats.mins[index]:
-                    stats.mins[index] = number
-            if stats.key == "epoch":
+                if number == number:  # NaN has no place among extremes; +/-Inf has
+                    _update_extremes(stats, index, sec, number)
+            if stats.is_epoch:
                 self.epoch = number
             if points is not None:
                 points.append((stats.key, step, number, wall))
@@ -379,6 +374,18 @@ class TrainingCollector:
         if self.last_checkpoint_wall is not None:
             yield gauge("trainmon_last_checkpoint_timestamp_seconds", "Unix time of the last checkpoint",
                         self.last_checkpoint_wall)
+
+
+def _update_extremes(stats: _KeyStats, index: int, sec: int, number: float) -> None:
+    """Fold `number` into the per-second bucket `index` (a bucket from an older second starts over)."""
+    if stats.secs[index] != sec:
+        stats.secs[index] = sec
+        stats.maxs[index] = number
+        stats.mins[index] = number
+    elif number > stats.maxs[index]:
+        stats.maxs[index] = number
+    elif number < stats.mins[index]:
+        stats.mins[index] = number
 
 
 def _short(value: object, limit: int = 80) -> str:
