@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 
 import pytest
+import requests
+from trainmon.exporter import TrainingMonitor
 from trainmon.exporter.config import DEFAULT_BASE_PORT, resolve_port
 from trainmon.exporter.distributed import Topology, detect_topology, generate_run_id, resolve_run_id
 
@@ -82,3 +85,40 @@ def test_each_local_rank_gets_base_port_plus_local_rank() -> None:
     assert resolve_port(9000, 2) == 9002
     assert resolve_port(0, 2) == 0
     assert resolve_port(False, 2) is None
+
+
+def _two_free_ports() -> int:
+    """A port p such that p and p + 1 are both free on 127.0.0.1 right now."""
+    for _ in range(50):
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            base = first.getsockname()[1]
+            with socket.socket() as second:
+                try:
+                    second.bind(("127.0.0.1", base + 1))
+                except OSError:
+                    continue
+        return base
+    raise RuntimeError("no two consecutive free ports")
+
+
+def test_two_local_ranks_share_the_run_and_serve_on_consecutive_ports() -> None:
+    base = _two_free_ports()
+    monitors = []
+    try:
+        for rank in range(2):
+            env = {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
+                   "TORCHELASTIC_RUN_ID": "elastic-42", "TRAINMON_PORT": str(base)}
+            monitors.append(TrainingMonitor("ddp", env=env, gpu=False, system=True, handle_signals=False))
+        for rank, monitor in enumerate(monitors):
+            monitor.log_metrics({"loss": float(rank)}, 0)
+            assert monitor.port == base + rank
+            text = requests.get(monitor.metrics_url, timeout=5).text
+            assert f'trainmon_metric_value{{experiment="ddp",key="loss",rank="{rank}",run_id="elastic-42"}} ' \
+                   f'{float(rank)}' in text
+            assert f'local_rank="{rank}"' in text and 'world_size="2"' in text
+        assert "system" in {c.name for c in monitors[0].sampled}
+        assert "system" not in {c.name for c in monitors[1].sampled}  # host series from local rank 0 only
+    finally:
+        for monitor in monitors:
+            monitor.finish()
