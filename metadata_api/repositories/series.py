@@ -1,11 +1,13 @@
 """Reads of one metric series: full-fidelity pages, and the M4 reduction computed in SQL.
 
 The reduction never loads the series into Python. For `max_points=N` over a series longer than N:
-1. one GROUP BY over the bucket number `(step - first_step) / width` gives each bucket's first and last step,
-   its finite min and max value, and the first step holding NaN, +Inf and -Inf;
+1. each bucket `(step - first_step) / width` gets its first and last step, its finite min and max value, and the
+   first step holding NaN, +Inf and -Inf: one GROUP BY on PostgreSQL (a hash aggregate); on SQLite, which would
+   sort every row for that GROUP BY, a few statements a bucket instead (see `_sqlite_aggregates`);
 2. the points at those steps are read by step (`step IN (...)`);
-3. for buckets whose min (or max) is neither their first nor their last value, one join against a VALUES list
-   of (bucket range, value) finds the first step holding it.
+3. for buckets whose min (or max) is not their first point's value, the first step holding it is looked up
+   (SQLite: `ORDER BY step LIMIT 1` a bucket, stopping at the first match; PostgreSQL: one join against a VALUES
+   list of (bucket range, value)).
 Steps 2 and 3 read about 4 rows a bucket. The result equals `reduction.m4_reduce` on the same points.
 """
 
@@ -77,6 +79,29 @@ class _Bucket:
 def _sql_m4(session: Session, run_id: str, key: str, first_step: int, last_step: int,
             buckets: int) -> list[SeriesPoint]:
     width = bucket_width(first_step, last_step, buckets)
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    aggregates = _sqlite_aggregates if sqlite else _grouped_aggregates
+    found = aggregates(session, run_id, key, first_step, last_step, width)
+    known = [step for b in found for step in b.steps]
+    points = {p.step: p for p in _points_at(session, run_id, key, known)}
+    lookups = _extreme_lookups(found, points)
+    (_sqlite_first_steps if sqlite else _joined_first_steps)(session, run_id, key, found, lookups)
+    chosen = sorted({step for b in found for step in b.steps})
+    missing = [step for step in chosen if step not in points]
+    points.update((p.step, p) for p in _points_at(session, run_id, key, missing))
+    return [points[step] for step in chosen]
+
+
+def _bucket(lo: int, width: int, row: Sequence) -> _Bucket:
+    first, last, low, high, nan, pos_inf, neg_inf = row
+    specials = {kind: step for kind, step in ((SPECIAL_NAN, nan), (SPECIAL_POS_INF, pos_inf),
+                                              (SPECIAL_NEG_INF, neg_inf)) if step is not None}
+    return _Bucket(lo, lo + width - 1, first, last, low, high, specials, {first, last, *specials.values()})
+
+
+def _grouped_aggregates(session: Session, run_id: str, key: str, first_step: int, _last_step: int,
+                        width: int) -> list[_Bucket]:
+    """Every bucket's aggregates in one GROUP BY (a hash aggregate on PostgreSQL)."""
     bucket = ((MetricPoint.step - first_step) // width).label("bucket")  # integer division on both databases
 
     def first_step_with(kind: int) -> ColumnElement[int]:
@@ -86,35 +111,43 @@ def _sql_m4(session: Session, run_id: str, key: str, first_step: int, last_step:
                         func.max(MetricPoint.value), first_step_with(SPECIAL_NAN), first_step_with(SPECIAL_POS_INF),
                         first_step_with(SPECIAL_NEG_INF))
                  .where(*_of_series(run_id, key)).group_by(bucket))
-    found: list[_Bucket] = []
-    for number, first, last, low, high, nan, pos_inf, neg_inf in session.execute(aggregate):
-        specials = {kind: step for kind, step in ((SPECIAL_NAN, nan), (SPECIAL_POS_INF, pos_inf),
-                                                  (SPECIAL_NEG_INF, neg_inf)) if step is not None}
-        lo = first_step + int(number) * width
-        found.append(_Bucket(lo, lo + width - 1, first, last, low, high, specials, {first, last, *specials.values()}))
-    known = [step for b in found for step in b.steps]
-    points = {p.step: p for p in _points_at(session, run_id, key, known)}
-    _add_extreme_steps(session, run_id, key, found, points)
-    chosen = sorted({step for b in found for step in b.steps})
-    missing = [step for step in chosen if step not in points]
-    points.update((p.step, p) for p in _points_at(session, run_id, key, missing))
-    return [points[step] for step in chosen]
+    return [_bucket(first_step + int(number) * width, width, rest)
+            for number, *rest in session.execute(aggregate)]
 
 
-def _points_at(session: Session, run_id: str, key: str, steps: Sequence[int]) -> list[SeriesPoint]:
-    result: list[SeriesPoint] = []
-    for start in range(0, len(steps), 5000):
-        chunk = steps[start:start + 5000]
-        query = select(*_COLUMNS).where(*_of_series(run_id, key), MetricPoint.step.in_(chunk))
-        result.extend(_decode(session.execute(query)))
-    return result
+_SQLITE_RANGE = "FROM metric_points WHERE run_id = ? AND key = ? AND step BETWEEN ? AND ?"
+_SQLITE_EXTREMES = f"SELECT MIN(value), MAX(value), MAX(special) {_SQLITE_RANGE}"
+_SQLITE_EDGE_STEPS = (f"SELECT (SELECT step {_SQLITE_RANGE} ORDER BY step LIMIT 1), "
+                      f"(SELECT step {_SQLITE_RANGE} ORDER BY step DESC LIMIT 1)")
+_SQLITE_SPECIAL_STEPS = (f"SELECT MIN(CASE WHEN special = {SPECIAL_NAN} THEN step END), "
+                         f"MIN(CASE WHEN special = {SPECIAL_POS_INF} THEN step END), "
+                         f"MIN(CASE WHEN special = {SPECIAL_NEG_INF} THEN step END) {_SQLITE_RANGE} AND special != 0")
+_SQLITE_FIRST_WITH_VALUE = f"SELECT step {_SQLITE_RANGE} AND value = ? ORDER BY step LIMIT 1"
 
 
-def _add_extreme_steps(session: Session, run_id: str, key: str, found: list[_Bucket],
-                       points: dict[int, SeriesPoint]) -> None:
-    """Add to each bucket the step of its min and max: an infinity when it has one, else the first step holding
-    the finite extreme (looked up in SQL unless the bucket's first point holds it)."""
-    lookups: list[tuple[int, int, int, float]] = []  # bucket index, lo, hi, value
+def _sqlite_aggregates(session: Session, run_id: str, key: str, first_step: int, last_step: int,
+                       width: int) -> list[_Bucket]:
+    """SQLite sorts every row for a GROUP BY on an expression; per bucket, one index range scan for its extremes
+    (the cheapest aggregate: no CASE, no step), two index seeks for its first and last step, and only where the
+    bucket holds a non-finite value a second scan for their steps. The statements run on the request's own
+    connection (same transaction) through the driver's statement cache."""
+    cursor = session.connection().connection.driver_connection.cursor()
+    found = []
+    for lo in range(first_step, last_step + 1, width):
+        span = (run_id, key, lo, lo + width - 1)
+        low, high, special = cursor.execute(_SQLITE_EXTREMES, span).fetchone()
+        if special is None:  # no rows in this bucket
+            continue
+        first, last = cursor.execute(_SQLITE_EDGE_STEPS, span + span).fetchone()
+        specials = cursor.execute(_SQLITE_SPECIAL_STEPS, span).fetchone() if special else (None, None, None)
+        found.append(_bucket(lo, width, (first, last, low, high, *specials)))
+    return found
+
+
+def _extreme_lookups(found: list[_Bucket], points: dict[int, SeriesPoint]) -> list[tuple[int, int, int, float]]:
+    """Add to each bucket the step of its min and max where it is known (an infinity, or the bucket's first
+    point); return (bucket index, lo, hi, value) for the finite extremes whose first step must be looked up."""
+    lookups: list[tuple[int, int, int, float]] = []
     for index, b in enumerate(found):
         for kind, extreme in ((SPECIAL_NEG_INF, b.min_value), (SPECIAL_POS_INF, b.max_value)):
             if kind in b.special_steps or extreme is None:
@@ -123,6 +156,20 @@ def _add_extreme_steps(session: Session, run_id: str, key: str, found: list[_Buc
                 b.steps.add(b.first_step)
             else:
                 lookups.append((index, b.lo, b.hi, extreme))
+    return lookups
+
+
+def _sqlite_first_steps(session: Session, run_id: str, key: str, found: list[_Bucket],
+                        lookups: list[tuple[int, int, int, float]]) -> None:
+    cursor = session.connection().connection.driver_connection.cursor()
+    for index, lo, hi, value in lookups:
+        row = cursor.execute(_SQLITE_FIRST_WITH_VALUE, (run_id, key, lo, hi, value)).fetchone()
+        found[index].steps.add(int(row[0]))
+
+
+def _joined_first_steps(session: Session, run_id: str, key: str, found: list[_Bucket],
+                        lookups: list[tuple[int, int, int, float]]) -> None:
+    """The first step holding each looked-up value, by a join against a VALUES list of (bucket range, value)."""
     for start in range(0, len(lookups), 2000):
         chunk = lookups[start:start + 2000]
         wanted = values(column("bucket", Integer), column("lo", BigInteger), column("hi", BigInteger),
@@ -133,3 +180,12 @@ def _add_extreme_steps(session: Session, run_id: str, key: str, found: list[_Buc
                  .group_by(wanted.c.bucket, wanted.c.v))
         for index, step in session.execute(query):
             found[index].steps.add(int(step))
+
+
+def _points_at(session: Session, run_id: str, key: str, steps: Sequence[int]) -> list[SeriesPoint]:
+    result: list[SeriesPoint] = []
+    for start in range(0, len(steps), 5000):
+        chunk = steps[start:start + 5000]
+        query = select(*_COLUMNS).where(*_of_series(run_id, key), MetricPoint.step.in_(chunk))
+        result.extend(_decode(session.execute(query)))
+    return result
