@@ -188,3 +188,23 @@ def test_settings_come_from_the_environment(tmp_path: Path) -> None:
         SdkConfig.resolve({}, mode="sometimes")
     with pytest.raises(ValueError, match="api_url"):
         SdkConfig.resolve({}, api_url="ftp://x")
+
+
+def test_spool_full_is_counted_in_the_exporter_health_series(workdir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from prometheus_client import generate_latest
+
+    monitor = offline_monitor(workdir)
+    shipper = monitor._sdk.shipper  # noqa: SLF001 - shrink the cap to reach it quickly
+    shipper.spool.max_bytes = shipper.spool.size_bytes + 2000
+    with caplog.at_level(logging.WARNING, logger="trainmon.exporter"):
+        for step in range(2000):
+            monitor.log_metrics({"loss": float(step)}, step=step)
+        monitor.flush()
+        shipper.flush(10)
+    exposition = generate_latest(monitor.registry).decode()
+    monitor.finish()
+    dropped = shipper.dropped_points["spool_full"]
+    assert dropped > 0 and "DROPPING data (spool_full)" in caplog.text
+    line = next(line for line in exposition.splitlines()
+                if line.startswith("trainmon_exporter_dropped_points_total") and 'reason="spool_full"' in line)
+    assert float(line.split()[-1]) == dropped
