@@ -168,7 +168,14 @@ class RunRecorder:
         created = False
         if online:
             self.client = ApiClient(str(config.api_url), config.api_token)
-            created = self._create_now(body)
+            try:
+                created = self._create_now(body)
+            except ApiError as error:  # the API refuses this run for good: say so once, record nothing
+                log.error("trainmon: the metadata API rejected run %s (%s); metadata recording is OFF for this "
+                          "run (Prometheus metrics are not affected)", run_id, error)
+                self.client.close()
+                self.client = None
+                return
         try:
             spool = _open_spool(config, run_id, rank, experiment, json_safe(body))
         except OSError as error:  # never stop the trainer: run without the metadata side, loudly
@@ -186,11 +193,14 @@ class RunRecorder:
             self.shipper.offer({"op": "run", "body": body})
 
     def _create_now(self, body: dict[str, Any]) -> bool:
-        """Create (or join) the run with a short timeout, to learn the experiment id; False to queue it."""
+        """Create (or join) the run with a short timeout, to learn the experiment id; False to queue it (API
+        unreachable, slow, 5xx, 401/403); raises ApiError when the API refuses the run itself (e.g. 409, 422)."""
         assert self.client is not None
         try:
             run = self.client.request("POST", "/api/runs", json_body=json_safe(body), timeout=(1.0, 3.0))
-        except (ApiUnavailable, ApiError) as error:
+        except (ApiError, ApiUnavailable) as error:
+            if isinstance(error, ApiError) and not error.retryable and error.status not in (401, 403):
+                raise
             log.warning("trainmon: cannot register run %s now (%s); it is queued and spooled", self.run_id, error)
             return False
         self.experiment_id = run.get("experiment_id") if isinstance(run, dict) else None

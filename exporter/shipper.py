@@ -77,6 +77,7 @@ class Shipper:
         self._backoff = 0.0
         self._next_heartbeat = 0.0
         self._last_drop_warning = 0.0
+        self._last_reject_warning = -10.0
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="trainmon-shipper", daemon=True)
         self._thread.start()
@@ -285,7 +286,11 @@ class Shipper:
                                 self.spool.directory)
                 self._schedule_retry()
                 return False
-            log.warning("trainmon: metadata API rejected a %s record for good: %s", record["op"], error)
+            now = time.monotonic()
+            if now - self._last_reject_warning >= 10.0:
+                self._last_reject_warning = now
+                log.warning("trainmon: metadata API rejected a %s record for good (not retried): %s",
+                            record["op"], error)
             if record["op"] == "metrics":
                 self._drop("rejected", len(record["points"]))
             self.stats["rejected"] += 1

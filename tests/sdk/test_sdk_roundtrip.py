@@ -211,3 +211,15 @@ def test_an_exception_in_the_with_block_marks_the_run_failed_and_resume_continue
         resumed.log_metrics({"loss": 0.5}, step=1)
     assert api_server.status(monitor.run_id) == "COMPLETED"
     assert sorted(api_server.points(monitor.run_id)) == [("loss", 0, 1.0), ("loss", 1, 0.5)]
+
+
+def test_a_run_the_api_refuses_is_reported_once_and_training_goes_on(
+        tmp_path: Path, api_server: ApiServer, caplog: pytest.LogCaptureFixture) -> None:
+    with online_monitor(tmp_path, api_server) as done:
+        done.log_metrics({"loss": 1.0}, step=0)
+    with caplog.at_level(logging.ERROR, logger="trainmon.exporter"):
+        again = online_monitor(tmp_path, api_server, resume=done.run_id)  # a COMPLETED run cannot be resumed: 409
+    assert "rejected run" in caplog.text and again._sdk.shipper is None  # noqa: SLF001
+    again.log_metrics({"loss": 2.0}, step=1)  # Prometheus side unaffected, nothing raised
+    again.finish()
+    assert api_server.points(done.run_id) == [("loss", 0, 1.0)] and api_server.status(done.run_id) == "COMPLETED"
