@@ -12,10 +12,10 @@ import math
 import random
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 import requests
+from support.exporter import full_monitor
 from support.procs import prometheus_config, require_binary, run_prometheus, scrape_config, wait_until
 from trainmon.exporter import TrainingMonitor
 
@@ -24,7 +24,6 @@ pytestmark = pytest.mark.integration
 STEPS_PER_TICK = 25  # every 10 ms: 2,500 steps/s
 RUN_SECONDS = 5.0
 SPIKE = 1234.5
-H200_FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "nvml-h200" / "nvml_probe.json"
 
 
 def single_value(result: list[dict]) -> float:
@@ -93,20 +92,18 @@ def test_two_prometheus_servers_see_the_spike_and_the_exact_mean() -> None:
                     'trainmon_exporter_collector_success{collector="training"}')) == 1
 
 
-def test_promtool_accepts_the_real_exposition(tmp_path: Path) -> None:
+def test_promtool_accepts_the_real_exposition() -> None:
     promtool = require_binary("promtool")
-    source = None
-    if H200_FIXTURE.exists():
-        source = pytest.importorskip("trainmon.exporter.collectors.nvml_source").ReplaySource(H200_FIXTURE)
-    with TrainingMonitor("lint", "proj", port=0, gpu=source is not None, nvml_source=source, system=True,
-                         batch_size=4, sample_interval=0.2, handle_signals=False) as monitor:
-        for step in range(50):
-            monitor.log_metrics({"loss": 1.0 / (step + 1), "epoch": step // 10, "val/ppl": math.inf}, step,
-                                tokens=512)
-        monitor.log_checkpoint("ckpt")
-        wait_until(lambda: all(c.last_success for c in monitor.sampled), timeout=15, what="first collector ticks")
-        text = requests.get(monitor.metrics_url, timeout=5).text
-    (tmp_path / "metrics.txt").write_text(text)
-    result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    needed = ["trainmon_metric_window_max", "trainmon_process_threads", "trainmon_host_cpu_utilization_ratio"]
+    with full_monitor("lint") as monitor:
+        if monitor.config.gpu:
+            needed += ["trainmon_gpu_info", "trainmon_gpu_sm_active_ratio"]  # GPM needs two ticks
+        box: list[str] = []
+
+        def complete() -> bool:
+            box[:] = [requests.get(monitor.metrics_url, timeout=5).text]
+            return all(f"\n{name}{{" in box[0] for name in needed)
+
+        wait_until(complete, timeout=20, interval=0.2, what=f"series {needed}")
+    result = subprocess.run([promtool, "check", "metrics"], input=box[0], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "trainmon_metric_window_max" in text and "trainmon_process_" in text

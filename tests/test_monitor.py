@@ -16,6 +16,7 @@ from types import MappingProxyType
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+from support.exporter import H200_FIXTURE
 from trainmon.exporter import TrainingMonitor
 from trainmon.exporter.config import DEFAULT_BASE_PORT, resolve_config
 
@@ -86,10 +87,9 @@ def test_sampled_collectors_are_ticked_and_reported() -> None:
 
 def test_gpu_collector_from_an_injected_source() -> None:
     replay = pytest.importorskip("trainmon.exporter.collectors.nvml_source").ReplaySource
-    fixture = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "nvml-h200" / "nvml_probe.json"
-    if not fixture.exists():
-        pytest.skip(f"{fixture} not present")
-    with TrainingMonitor("exp", port=0, gpu=True, system=False, nvml_source=replay(fixture),
+    if not H200_FIXTURE.exists():
+        pytest.skip(f"{H200_FIXTURE} not present")
+    with TrainingMonitor("exp", port=0, gpu=True, system=False, nvml_source=replay(H200_FIXTURE),
                          sample_interval=0.2, handle_signals=False) as monitor:
         gpu = next(c for c in monitor.sampled if c.name == "gpu")
         deadline = time.monotonic() + 10

@@ -12,14 +12,12 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+from support.exporter import full_monitor
 from support.procs import wait_until
-from trainmon.exporter import TrainingMonitor
 
 REPO = Path(__file__).resolve().parents[1]
-H200_FIXTURE = REPO.parent / "shared" / "fixtures" / "nvml-h200" / "nvml_probe.json"
 RUN_LABELS = {"experiment", "run_id", "rank"}
 # Documented but not emitted in this scenario, and why.
 NOT_EMITTED_HERE = {
@@ -55,24 +53,17 @@ def parse(text: str) -> dict[str, tuple[str, frozenset[str]]]:
 
 def emitted(wanted: Callable[[bool], set[str]]) -> tuple[dict[str, tuple[str, frozenset[str]]], bool]:
     """Scrape until every wanted family shows (rates such as GPM and CPU need two ticks) or 20 s passed."""
-    source = None
-    if H200_FIXTURE.exists():
-        source = pytest.importorskip("trainmon.exporter.collectors.nvml_source").ReplaySource(H200_FIXTURE)
-    with TrainingMonitor("readme", "docs", port=0, gpu=source is not None, nvml_source=source, system=True,
-                         batch_size=8, sample_interval=0.2, handle_signals=False) as monitor:
-        for step in range(20):
-            monitor.log_metrics({"loss": 1.0, "epoch": 0, "bad": "x"}, step, tokens=100)
-        monitor.log_checkpoint("c")
+    with full_monitor("readme") as monitor:
         box: dict[str, tuple[str, frozenset[str]]] = {}
 
         def complete() -> bool:
             box.clear()
             box.update(parse(requests.get(monitor.metrics_url, timeout=5).text))
-            return wanted(source is not None) <= set(box)
+            return wanted(monitor.config.gpu) <= set(box)
 
         with contextlib.suppress(TimeoutError):
             wait_until(complete, timeout=20, interval=0.2, what="every documented family")
-    return dict(box), source is not None
+    return dict(box), monitor.config.gpu
 
 
 def test_readme_table_matches_the_exporter() -> None:
