@@ -83,6 +83,7 @@ class TrainingMonitor(SdkMixin):
         self.on_finish: list[Callable[[str], None]] = []
         self._finish_lock = threading.RLock()
         self._finishing = False
+        self._warned_after_finish = False
         self.run_labels = {"experiment": experiment_name, "run_id": self.run_id, "rank": str(self.topology.rank)}
         self.registry = registry if registry is not None else CollectorRegistry()
 
@@ -195,6 +196,7 @@ class TrainingMonitor(SdkMixin):
                 return
             self._finishing = True
             self.status = status
+            self._append = self._ignore_after_finish  # the drain below takes everything logged before
         try:
             self.sampler.stop()
             self.training.drain()
@@ -209,6 +211,11 @@ class TrainingMonitor(SdkMixin):
         finally:
             self._uninstall_sigterm()
             atexit.unregister(self._finish_at_exit)
+
+    def _ignore_after_finish(self, point: tuple) -> None:
+        if not self._warned_after_finish:
+            self._warned_after_finish = True
+            log.warning("trainmon: log_metrics after finish() is ignored (run %s is %s)", self.run_id, self.status)
 
     @property
     def finished(self) -> bool:

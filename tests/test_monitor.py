@@ -165,8 +165,10 @@ def test_context_manager_statuses_finish_idempotent_and_server_stops() -> None:
     with pytest.raises(requests.ConnectionError):
         requests.get(url, timeout=2)
     with TrainingMonitor("exp", port=0, **QUIET) as clean:
-        pass
+        clean.log_metrics({"loss": 1.0})
     assert clean.status == "COMPLETED"
+    clean.log_metrics({"loss": 2.0})  # ignored, with one warning
+    assert len(clean.training.buffer) == 0 and clean.training.steps_total == 1
     with pytest.raises(ValueError, match="status"):
         clean.finish("DONE")
 
