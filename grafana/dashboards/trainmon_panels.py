@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 import attr
 from grafanalib.core import (
     Dashboard,
+    DashboardLink,
     GridPos,
     Panel,
     RowPanel,
@@ -132,6 +133,9 @@ def layout(panels: Iterable[Panel]) -> list[Panel]:
 def dashboard(uid: str, title: str, description: str, variables: Sequence[Template],
               panels: Iterable[Panel], time_from: str = "now-6h") -> Dashboard:
     """A dashboard with a stable uid, 30 s refresh and the trainmon tag; panel ids assigned in order."""
-    return Dashboard(uid=uid, title=title, description=description, tags=["trainmon"], refresh="30s",
+    # A "trainmon" dropdown on every dashboard that opens the others with the same runs and time range.
+    links = [DashboardLink(title="trainmon", type="dashboards", tags=["trainmon"], asDropdown=True,
+                           includeVars=True, keepTime=True)]
+    return Dashboard(uid=uid, title=title, description=description, tags=["trainmon"], refresh="30s", links=links,
                      timezone="browser", time=Time(time_from, "now"), templating=Templating(list=list(variables)),
-                     panels=layout(panels), sharedCrosshair=True).auto_panel_ids()
+                     panels=layout(panels), sharedCrosshair=True, schemaVersion=39).auto_panel_ids()
