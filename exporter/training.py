@@ -87,7 +87,7 @@ class TrainingCollector:
         self.sequence = itertools.count(1)
         self.sink: PointSink | None = None
         self._count_dropped = count_dropped or (lambda reason, n: None)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: a signal handler may finish the run during a drain
         self._expected_seq = 1
         self._by_key: dict[str, _KeyStats] = {}  # every normalised key seen
         self._stats: dict[str, _KeyStats] = {}  # the keys exported: those with an accepted value
@@ -136,7 +136,10 @@ class TrainingCollector:
         popleft = buffer.popleft
         points: list[Point] | None = [] if self.sink is not None else None
         for _ in range(taken):
-            metrics, step, wall, seq, samples, tokens = popleft()
+            try:
+                metrics, step, wall, seq, samples, tokens = popleft()
+            except IndexError:  # a re-entrant drain (e.g. finish() from a SIGTERM handler) took the rest
+                break
             if seq != self._expected_seq:
                 self._count_dropped("buffer_full", seq - self._expected_seq)
             self._expected_seq = seq + 1
