@@ -31,7 +31,7 @@ class HealthCollector:
         self.run_values = [str(value) for value in run_labels.values()]
         self.collectors: list[HasHealth] = list(collectors)
         self._buffered_points = buffered_points
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: finish() may run in a signal handler
         self.pushes = dict.fromkeys(PUSH_RESULTS, 0)
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
 
