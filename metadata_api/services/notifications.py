@@ -1,11 +1,12 @@
 """Run lifecycle notifications (COMPLETED / FAILED / CRASHED) through Alertmanager: one path for everything.
 
 The lifecycle service calls `status_changed(run)` when a run's status changes and `runs_crashed(session, ids)`
-after a crash sweep. When ENABLE_NOTIFICATIONS is true and ALERTMANAGER_URL is set (`configure(settings)`, done by
-`create_app`), each becomes an alert `TrainmonRunLifecycle` posted to Alertmanager's `/api/v2/alerts`;
-alertmanager/alertmanager.yml routes it to the `lifecycle` receiver (Slack and email), with the same templates as
-the Prometheus alerts. Posting happens on a background thread with a short timeout: a slow or dead Alertmanager
-never slows an API request; a failure is logged.
+after a crash sweep; the notifications go out when that session commits (a rolled-back change sends nothing).
+When ENABLE_NOTIFICATIONS is true and ALERTMANAGER_URL is set (`configure(settings)`, done by `create_app`), each
+becomes an alert `TrainmonRunLifecycle` posted to Alertmanager's `/api/v2/alerts`; alertmanager/alertmanager.yml
+routes it to the `lifecycle` receiver (Slack and email), with the same templates as the Prometheus alerts.
+Posting happens on a background thread with a short timeout: a slow or dead Alertmanager never slows an API
+request; a failure is logged.
 
 The alert holds for `HOLD` and then ends on its own (the lifecycle receiver does not send "resolved").
 """
@@ -21,8 +22,8 @@ from datetime import datetime, timedelta, timezone
 from urllib.parse import quote
 
 import requests
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session, object_session
 
 from ..models import Run
 from ..settings import Settings
@@ -33,6 +34,7 @@ ALERTNAME = "TrainmonRunLifecycle"
 SEVERITY = {"COMPLETED": "info", "FAILED": "critical", "CRASHED": "critical"}
 HOLD = timedelta(minutes=10)
 POST_TIMEOUT_SECONDS = 3.0
+PENDING_KEY = "trainmon.pending_lifecycle_notifications"
 
 
 @dataclass(frozen=True)
@@ -126,14 +128,35 @@ def configure(settings: Settings, env: Mapping[str, str] | None = None) -> Alert
 
 
 def status_changed(run: Run) -> None:
-    """Called by the lifecycle service after `run.status` changed."""
+    """Called by the lifecycle service after `run.status` changed; sent once the change is committed."""
     if _notifier is not None and run.status in SEVERITY:
-        _notifier.notify([RunEvent.of(run)])
+        _send_after_commit(object_session(run), [RunEvent.of(run)])
 
 
 def runs_crashed(session: Session, run_ids: Iterable[str]) -> None:
-    """Called after a crash sweep marked `run_ids` CRASHED."""
+    """Called after a crash sweep marked `run_ids` CRASHED; sent once the sweep is committed."""
     ids = list(run_ids)
     if _notifier is not None and ids:
         runs = session.scalars(select(Run).where(Run.id.in_(ids)))
-        _notifier.notify([replace(RunEvent.of(run), status="CRASHED") for run in runs])
+        _send_after_commit(session, [replace(RunEvent.of(run), status="CRASHED") for run in runs])
+
+
+def _send_after_commit(session: Session | None, events: list[RunEvent]) -> None:
+    """Queue `events` on the session: a commit sends them, a rollback drops them (no session: send now)."""
+    if session is None:
+        if _notifier is not None:
+            _notifier.notify(events)
+        return
+    session.info.setdefault(PENDING_KEY, []).extend(events)
+
+
+@event.listens_for(Session, "after_commit")
+def _flush_pending(session: Session) -> None:
+    events = session.info.pop(PENDING_KEY, None)
+    if events and _notifier is not None:
+        _notifier.notify(events)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_pending(session: Session) -> None:
+    session.info.pop(PENDING_KEY, None)

@@ -11,7 +11,8 @@ from fastapi.testclient import TestClient
 from repo_files import alertmanager_renderer
 from support.procs import free_port, run_alertmanager, wait_until
 from trainmon.metadata_api.app import create_app
-from trainmon.metadata_api.services import notifications
+from trainmon.metadata_api.models import Run, RunStatus
+from trainmon.metadata_api.services import lifecycle, notifications
 from trainmon.metadata_api.settings import Settings
 
 
@@ -72,3 +73,18 @@ def test_completed_is_info_and_running_is_not_notified() -> None:
     with pytest.raises(KeyError):
         notifications.lifecycle_alert(notifications.RunEvent("r", "e", "p", "RUNNING"), "http://g", "http://a")
     notifier.notify([notifications.RunEvent("r", "e", "p", "RUNNING")]).join(timeout=5)
+
+
+def test_only_committed_status_changes_are_sent(tmp_path: Path, alertmanager_url: str) -> None:
+    with _client(tmp_path, enable_notifications=True, alertmanager_url=alertmanager_url) as api:
+        api.post("/api/runs", json={"experiment": "bert", "project": "nlp", "run_id": "kept"})
+        api.post("/api/runs", json={"experiment": "bert", "project": "nlp", "run_id": "undone"})
+        sessions = api.app.state.write_sessions
+        with sessions() as session:
+            lifecycle.change_status(session.get(Run, "undone"), RunStatus.FAILED)
+            session.rollback()
+        with sessions() as session:
+            lifecycle.change_status(session.get(Run, "kept"), RunStatus.CRASHED)
+            session.commit()
+        wait_until(lambda: _lifecycle_alerts(alertmanager_url), what="lifecycle alert in Alertmanager")
+    assert [alert["labels"]["run_id"] for alert in _lifecycle_alerts(alertmanager_url)] == ["kept"]
