@@ -161,7 +161,7 @@ class RunRecorder:
             "experiment": experiment, "project": project or "default", "run_id": run_id,
             "host": host or socket.gethostname(), "pid": os.getpid(), "command": " ".join(sys.argv)[:65_536],
             "git_commit": _git_commit(), "rank": rank, "world_size": world_size, "exporter_url": exporter_url,
-            "params": self.params or None,
+            "params": dict(self.params) or None,  # a copy: log_params updates self.params later
             "tags": {str(k): str(v) for k, v in (config.tags or {}).items()} or None,
         }
         body = {key: value for key, value in body.items() if value is not None}
@@ -282,7 +282,7 @@ class RunRecorder:
                 self.on_checkpoint()
         if self._rank0_event():
             body = {"name": stored.path.name, "step": step, "epoch": epoch, "uri": stored.uri,
-                    "size_bytes": stored.size_bytes, "sha256": stored.sha256, "metrics": dict(metrics or {})}
+                    "size_bytes": stored.size_bytes, "sha256": stored.sha256, "metrics": json_safe(metrics or {})}
             self._offer({"op": "checkpoint", "body": {k: v for k, v in body.items() if v is not None}})
         return stored.path
 
