@@ -56,6 +56,7 @@ ENV_VARS = {
 
 
 MAX_LOG_MESSAGE = 65_536
+OVERVIEW_DASHBOARD_UID = "trainmon-overview"  # grafana/dashboards/training-overview.dashboard.py
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -411,7 +412,7 @@ def compare_experiments(client: ApiClient, names_or_ids: Iterable[str | int] | s
                 "experiment": experiment["name"], "experiment_id": experiment_id, "run_id": run["run_id"],
                 "status": run["status"], "params": run.get("params", {}),
                 "api_url": f"{client.base_url}/api/runs/{quote(run['run_id'], safe='')}",
-                "dashboard_url": f"{grafana_url.rstrip('/')}/d/trainmon-training/training?"
+                "dashboard_url": f"{grafana_url.rstrip('/')}/d/{OVERVIEW_DASHBOARD_UID}?"
                                  f"var-experiment={quote(experiment['name'])}&var-run_id={quote(run['run_id'])}",
             }
             for key in experiment_keys:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
-from apiserver import ApiServer
+from apiserver import REPO, ApiServer
 from test_sdk_offline import require_torch
 from trainmon.exporter import TrainingMonitor
 from trainmon.exporter.api_client import ApiClient
@@ -103,7 +103,11 @@ def test_compare_experiments_gives_last_min_max_per_key_and_urls(tmp_path: Path,
                                                                                          (1000, 2, 1000)]
     assert table[0]["acc.max"] == 0.99 and table[0]["status"] == "COMPLETED"
     assert requests.get(table[0]["api_url"], timeout=5).json()["run_id"] == table[0]["run_id"]
-    assert table[0]["dashboard_url"].startswith("http://") and table[0]["run_id"] in table[0]["dashboard_url"]
+    assert table[0]["dashboard_url"] == (f"http://127.0.0.1:3000/d/trainmon-overview?var-experiment=cmp-a&"
+                                         f"var-run_id={table[0]['run_id']}")
+    overview = json.loads((REPO / "grafana" / "dashboards" / "training-overview.json").read_text())
+    assert overview["uid"] == "trainmon-overview"
+    assert {"experiment", "run_id"} <= {variable["name"] for variable in overview["templating"]["list"]}
     by_id = monitor.compare_experiments(table[1]["experiment_id"])
     assert by_id[0]["loss.last"] == 1000 and "acc.min" in by_id[0]  # keys default to every key logged
     with pytest.raises(ValueError, match="no experiment named"):
