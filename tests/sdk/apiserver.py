@@ -1,5 +1,5 @@
-"""The real metadata API for SDK tests: `python -m trainmon.metadata_api` (uvicorn) on a real SQLite file,
-restartable on the same port so that tests can SIGKILL it and bring it back."""
+"""Helpers of the SDK tests: the real metadata API (`python -m trainmon.metadata_api`, uvicorn) on a real SQLite
+file, restartable on the same port so that tests can SIGKILL it and bring it back; trainer environments; torch."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import signal
 import sqlite3
 import sys
 from pathlib import Path
+from typing import Any
 
+import pytest
 import requests
-from support.procs import ManagedProcess, free_port, wait_until
+from support.procs import IN_CI, ManagedProcess, free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -70,3 +72,14 @@ def python_env(**extra: str) -> dict[str, str]:
     """The environment for trainer subprocesses (no TRAINMON_* leaking in from the caller)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("TRAINMON_")}
     return {**env, "PYTHONUNBUFFERED": "1", **extra}
+
+
+def require_torch() -> Any:
+    """torch, or a skip with the reason (a failure under CI=true, where `make test` installs it)."""
+    try:
+        import torch
+    except ImportError:
+        if IN_CI:
+            pytest.fail("torch is not installed; `make test` installs torch==2.13.0")
+        pytest.skip("torch is not installed (`make test` installs torch==2.13.0)")
+    return torch

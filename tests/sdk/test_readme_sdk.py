@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from apiserver import REPO, ApiServer, python_env
-from test_sdk_offline import require_torch
+from apiserver import REPO, ApiServer, python_env, require_torch
 
 pytestmark = pytest.mark.integration
 

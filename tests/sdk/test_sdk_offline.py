@@ -12,22 +12,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from apiserver import require_torch
 from PIL import Image
-from support.procs import IN_CI
 from trainmon.exporter import TrainingMonitor
 from trainmon.exporter.sdk import SdkConfig
 from trainmon.exporter.spool import Spool, find_spools
-
-
-def require_torch() -> Any:
-    """torch, or a skip with the reason (a failure under CI=true, where `make test` installs it)."""
-    try:
-        import torch
-    except ImportError:
-        if IN_CI:
-            pytest.fail("torch is not installed; `make test` installs torch==2.13.0")
-        pytest.skip("torch is not installed (`make test` installs torch==2.13.0)")
-    return torch
 
 
 def offline_monitor(tmp_path: Path, **kwargs: Any) -> TrainingMonitor:

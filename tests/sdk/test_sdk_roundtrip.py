@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
-from apiserver import REPO, ApiServer
-from test_sdk_offline import require_torch
+from apiserver import REPO, ApiServer, require_torch
 from trainmon.exporter import TrainingMonitor
 from trainmon.exporter.api_client import ApiClient
 
