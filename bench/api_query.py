@@ -1,25 +1,29 @@
 """A 1,000,000-point series reduced to 2,000 points through the real route (`GET /api/runs/{id}/metrics/{key}
-?max_points=2000`, in-process TestClient over a SQLite file). Goal: median <= 100 ms, and the one-step spike kept.
+?max_points=2000`, in-process TestClient over a SQLite file, or with --postgres over a throwaway PostgreSQL
+started like the tests do). Goal: median <= 100 ms, and the one-step spike kept.
 
 The floor, measured in the same run: one SQL pass over the series' rows (`SELECT count(*), min(value)` over the
-same run and key), the least any exact reduction has to read. Prints medians and the route/floor ratio.
+same run and key), the least any exact reduction that reads the rows has to do. Prints medians and the
+route/floor ratio.
 
-    .venv/bin/python bench/api_query.py [--points 1000000] [--max-points 2000] [--repeats 7]
+    .venv/bin/python bench/api_query.py [--points 1000000] [--max-points 2000] [--repeats 7] [--postgres]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import random
-import sqlite3
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine, text
 from trainmon.metadata_api.app import create_app
 from trainmon.metadata_api.settings import Settings
 
@@ -28,28 +32,53 @@ KEY = "loss"
 GOAL_MS = 100.0
 
 
-def fill(database: Path, points: int, spike_step: int) -> None:
+COLUMNS = "run_id, key, step, value, special, wall_time"
+
+
+def fill(engine: Engine, points: int, spike_step: int) -> None:
     """Write the series straight into the API's table (the ingest path has its own bench)."""
     rng = random.Random(1)
     rows = []
     for step in range(points):
         value = 50.0 if step == spike_step else 2.0 * math.exp(-step / (points / 5)) + rng.gauss(0, 0.05)
         rows.append((RUN_ID, KEY, step, value, 0, 1.7e9 + step * 0.01))
-    with sqlite3.connect(database) as connection:
-        connection.executemany("INSERT INTO metric_points (run_id, key, step, value, special, wall_time) "
-                               "VALUES (?, ?, ?, ?, ?, ?)", rows)
+    connection = engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        if engine.dialect.name == "sqlite":
+            cursor.execute("BEGIN")  # the engine's connections are in autocommit mode (see db.py)
+            cursor.executemany(f"INSERT INTO metric_points ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", rows)
+        else:
+            with cursor.copy(f"COPY metric_points ({COLUMNS}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cursor.execute("ANALYZE metric_points")
+        connection.commit()
+    finally:
+        connection.close()
 
 
-def floor_ms(database: Path, repeats: int) -> float:
-    connection = sqlite3.connect(database)
+def floor_ms(engine: Engine, repeats: int) -> float:
+    query = text("SELECT count(*), min(value) FROM metric_points WHERE run_id = :run AND key = :key")
     timings = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        connection.execute("SELECT count(*), min(value) FROM metric_points WHERE run_id = ? AND key = ?",
-                           (RUN_ID, KEY)).fetchall()
-        timings.append((time.perf_counter() - start) * 1000)
-    connection.close()
+    with engine.connect() as connection:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            connection.execute(query, {"run": RUN_ID, "key": KEY}).fetchall()
+            timings.append((time.perf_counter() - start) * 1000)
     return statistics.median(timings)
+
+
+@contextlib.contextmanager
+def database(postgres: bool, tmp: str) -> Iterator[str]:
+    if not postgres:
+        yield f"sqlite:///{Path(tmp) / 'bench.db'}"
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from support.procs import run_postgres
+
+    with run_postgres() as url:
+        yield url
 
 
 def main() -> int:
@@ -57,27 +86,29 @@ def main() -> int:
     parser.add_argument("--points", type=int, default=1_000_000)
     parser.add_argument("--max-points", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--postgres", action="store_true", help="run on a throwaway PostgreSQL instead of SQLite")
     args = parser.parse_args()
     spike_step = int(args.points * 0.6180339)
-    with tempfile.TemporaryDirectory(prefix="trainmon-bench-") as tmp:
-        database = Path(tmp) / "bench.db"
-        settings = Settings(_env_file=None, database_url=f"sqlite:///{database}", artifact_root=Path(tmp))
-        with TestClient(create_app(settings)) as client:
+    with tempfile.TemporaryDirectory(prefix="trainmon-bench-") as tmp, database(args.postgres, tmp) as url:
+        settings = Settings(_env_file=None, database_url=url, artifact_root=Path(tmp))
+        app = create_app(settings)
+        with TestClient(app) as client:
             client.post("/api/runs", json={"experiment": "bench", "run_id": RUN_ID}).raise_for_status()
             started = time.perf_counter()
-            fill(database, args.points, spike_step)
-            print(f"filled {args.points} points in {time.perf_counter() - started:.1f} s")
-            url = f"/api/runs/{RUN_ID}/metrics/{KEY}"
+            fill(app.state.engine, args.points, spike_step)
+            print(f"filled {args.points} points into {app.state.engine.dialect.name} "
+                  f"in {time.perf_counter() - started:.1f} s")
+            url_path = f"/api/runs/{RUN_ID}/metrics/{KEY}"
             params = {"max_points": args.max_points}
-            client.get(url, params=params).raise_for_status()  # warm caches once
+            client.get(url_path, params=params).raise_for_status()  # warm caches once
             timings, body = [], {}
             for _ in range(args.repeats):
                 start = time.perf_counter()
-                answer = client.get(url, params=params)
+                answer = client.get(url_path, params=params)
                 timings.append((time.perf_counter() - start) * 1000)
                 answer.raise_for_status()
                 body = answer.json()
-        floor = floor_ms(database, args.repeats)
+            floor = floor_ms(app.state.engine, args.repeats)
     route = statistics.median(timings)
     steps = {point["step"]: point["value"] for point in body["points"]}
     spike_kept = steps.get(spike_step) == 50.0
