@@ -11,11 +11,20 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime
-from functools import lru_cache
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    Strict,
+    ValidationError,
+)
 from trainmon.exporter.naming import normalize_key
+from typing_extensions import NotRequired, TypedDict
 
 from .models import NAME_LENGTH, RUN_ID_LENGTH, RunStatus
 
@@ -24,14 +33,19 @@ _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 T = TypeVar("T")
 
 
+METRIC_VALUE_MESSAGE = 'a metric value must be a number or one of "NaN", "Infinity", "-Infinity"'
+METRIC_KEY_MESSAGE = "metric key must contain letters, digits or '_' (at most 200 after normalisation)"
+_UNION_TAGS = ("float", "literal[")
+
+
 def _parse_metric_value(value: Any) -> float:
     if isinstance(value, bool):
-        raise ValueError("a metric value must be a number or one of \"NaN\", \"Infinity\", \"-Infinity\"")
+        raise ValueError(METRIC_VALUE_MESSAGE)
     if isinstance(value, (int, float)):
         return float(value)
     if isinstance(value, str) and value in NONFINITE_JSON:
         return NONFINITE_JSON[value]
-    raise ValueError("a metric value must be a number or one of \"NaN\", \"Infinity\", \"-Infinity\"")
+    raise ValueError(METRIC_VALUE_MESSAGE)
 
 
 def metric_value_json(value: float) -> float | str:
@@ -43,11 +57,10 @@ def metric_value_json(value: float) -> float | str:
     return value
 
 
-@lru_cache(maxsize=4096)
 def _metric_key(value: str) -> str:
     key = normalize_key(value)
     if key is None:
-        raise ValueError("metric key must contain letters, digits or '_' (at most 200 after normalisation)")
+        raise ValueError(METRIC_KEY_MESSAGE)
     return key
 
 
@@ -146,11 +159,18 @@ class TagsIn(BaseModel):
 # --- metrics ---
 
 
-class PointIn(BaseModel):
-    key: MetricKey
-    step: int = Field(ge=0, le=2**62)
-    value: MetricValue
-    wall_time: float | None = Field(None, ge=0, allow_inf_nan=False)
+class PointIn(TypedDict):
+    """One point as sent. A TypedDict validated entirely inside pydantic-core (no model instance, no Python
+    callback per point: the ingest hot path); the route normalises `key` once per distinct key and maps the
+    non-finite strings to floats."""
+
+    key: Annotated[str, Field(min_length=1, max_length=NAME_LENGTH)]
+    step: Annotated[int, Field(ge=0, le=2**62)]
+    value: Annotated[Annotated[float, Strict()] | Literal["NaN", "Infinity", "-Infinity"],
+                     Field(union_mode="left_to_right",
+                           description='a number, or "NaN", "Infinity", "-Infinity"')]
+    wall_time: NotRequired[Annotated[float | None, Field(ge=0, allow_inf_nan=False,
+                                                         description="unix seconds; default: server time")]]
 
 
 class MetricBatch(BaseModel):
@@ -204,8 +224,23 @@ def parse_json_body(model: type[T], body: bytes) -> T:
     try:
         return model.model_validate_json(body)
     except ValidationError as error:
-        errors = [{**item, "loc": ("body", *item["loc"])} for item in error.errors(include_url=False)]
-        raise RequestValidationError(errors, body=body) from None
+        raise RequestValidationError(_body_errors(error.errors(include_url=False)), body=body) from None
+
+
+def _body_errors(errors: list[Any]) -> list[dict[str, Any]]:
+    """Errors located under "body"; the per-member errors of the metric value union become one error."""
+    cleaned: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for item in errors:
+        loc = ("body", *item["loc"])
+        if len(loc) > 2 and loc[-2] == "value" and isinstance(loc[-1], str) and loc[-1].startswith(_UNION_TAGS):
+            item = {**item, "type": "metric_value", "msg": METRIC_VALUE_MESSAGE, "ctx": None}
+            loc = loc[:-1]
+        cleaned.setdefault(loc, {**item, "loc": loc})
+    return [{key: value for key, value in item.items() if value is not None} for item in cleaned.values()]
+
+
+def metric_key_error(loc: tuple[Any, ...], value: Any) -> dict[str, Any]:
+    return {"type": "metric_key", "loc": loc, "msg": METRIC_KEY_MESSAGE, "input": value}
 
 
 def openapi_body(model: type[BaseModel]) -> dict[str, Any]:

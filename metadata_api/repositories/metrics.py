@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ..db import decode_value, encode_value
+from ..db import SPECIAL_FINITE, decode_value, encode_value
 from ..models import MetricPoint, Run
 
 PointRow = tuple[str, int, float, float]  # key, step, value, wall_time
@@ -30,8 +30,10 @@ def upsert_points(session: Session, run_id: str, points: Sequence[PointRow]) -> 
     """
     rows = []
     for key, step, value, wall_time in points:
-        stored, special = encode_value(value)
-        rows.append((run_id, key, step, stored, special, wall_time))
+        if value - value == 0.0:  # finite (NaN and +-Inf give NaN): the common case, no call
+            rows.append((run_id, key, step, value, SPECIAL_FINITE, wall_time))
+        else:
+            rows.append((run_id, key, step, *encode_value(value), wall_time))
     if rows:
         connection = session.connection()
         connection.exec_driver_sql(_upsert_sql(connection.dialect.paramstyle), rows)

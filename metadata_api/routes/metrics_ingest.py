@@ -15,7 +15,9 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
 from starlette.requests import ClientDisconnect
+from trainmon.exporter.naming import normalize_key
 
 from ..db import utcnow
 from ..deps import MetricsDep, SessionDep, SettingsDep, WritableRun
@@ -23,7 +25,15 @@ from ..models import RunStatus
 from ..repositories import ingest_batches
 from ..repositories import metrics as metric_repo
 from ..repositories import runs as run_repo
-from ..schemas import IngestResult, MetricBatch, openapi_body, parse_json_body
+from ..schemas import (
+    NONFINITE_JSON,
+    IngestResult,
+    MetricBatch,
+    PointIn,
+    metric_key_error,
+    openapi_body,
+    parse_json_body,
+)
 
 router = APIRouter(prefix="/api/runs", tags=["metrics"])
 KIND = "metrics"
@@ -38,6 +48,25 @@ async def metric_batch(request: Request) -> MetricBatch:
     return parse_json_body(MetricBatch, body)
 
 
+def point_rows(points: list[PointIn], now: float) -> list[metric_repo.PointRow]:
+    """(key, step, value, wall_time) for each (key, step), the last point given for it; keys are normalised once
+    per distinct key (422 naming the point when one is unusable), non-finite strings become floats."""
+    keys: dict[str, str] = {}
+    latest: dict[tuple[str, int], metric_repo.PointRow] = {}
+    for index, point in enumerate(points):
+        given, step, value, wall_time = point["key"], point["step"], point["value"], point.get("wall_time")
+        key = keys.get(given)
+        if key is None:
+            key = normalize_key(given)
+            if key is None:
+                raise RequestValidationError([metric_key_error(("body", "points", index, "key"), given)])
+            keys[given] = key
+        if value.__class__ is str:
+            value = NONFINITE_JSON[value]
+        latest[(key, step)] = (key, step, value, now if wall_time is None else wall_time)
+    return list(latest.values())
+
+
 @router.post("/{run_id}/metrics", response_model=IngestResult,
              responses={413: {"description": "body over MAX_BODY_BYTES or over MAX_POINTS_PER_BATCH points"}},
              openapi_extra=openapi_body(MetricBatch))
@@ -46,9 +75,7 @@ def ingest_metrics(body: Annotated[MetricBatch, Depends(metric_batch)], run: Wri
     if len(body.points) > settings.max_points_per_batch:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
                             f"points: {len(body.points)} points, at most {settings.max_points_per_batch} a batch")
-    now = time.time()
-    rows = metric_repo.latest_per_step(
-        [(p.key, p.step, p.value, now if p.wall_time is None else p.wall_time) for p in body.points])
+    rows = point_rows(body.points, time.time())
     if not ingest_batches.claim_batch(session, run.id, KIND, body.batch_id, len(rows)):
         first = ingest_batches.stored_count(session, run.id, KIND, body.batch_id)
         session.rollback()
