@@ -69,17 +69,23 @@ def upload_artifact(run: WritableRun, session: SessionDep, settings: SettingsDep
     except artifact_store.TooLarge as error:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(error)) from error
     artifact = session.scalar(select(Artifact).where(Artifact.run_id == run.id, Artifact.path == relative))
-    if artifact is None:
-        artifact = Artifact(run_id=run.id, path=relative)
-        session.add(artifact)
-    else:
+    created = artifact is None
+    try:
+        if artifact is None:
+            artifact = Artifact(run_id=run.id, path=relative)
+            session.add(artifact)
+        artifact.kind, artifact.name, artifact.step, artifact.meta = kind, name, step, meta
+        artifact.media_type = file.content_type
+        artifact.size_bytes, artifact.sha256, artifact.created_at = stored.size_bytes, stored.sha256, utcnow()
+        session.flush()
+        answer = artifact_out(artifact)
+        session.commit()
+    except Exception:
+        if created:  # no row points at the new file: do not leave it behind
+            artifact_store.remove(settings.artifact_root, relative)
+        raise
+    if not created:
         response.status_code = status.HTTP_200_OK
-    artifact.kind, artifact.name, artifact.step, artifact.meta = kind, name, step, meta
-    artifact.media_type = file.content_type
-    artifact.size_bytes, artifact.sha256, artifact.created_at = stored.size_bytes, stored.sha256, utcnow()
-    session.flush()
-    answer = artifact_out(artifact)
-    session.commit()
     return answer
 
 
