@@ -2,7 +2,8 @@
 
 Each spool is replayed oldest record first and every record is acknowledged once the API confirmed it, so an
 interrupted sync resumes where it stopped and a record sent twice is stored once (metric and log batches carry
-their ``batch_id``; creating a run that exists joins it). A spool that a live trainer holds is skipped.
+their ``batch_id``; a run that exists is not registered again, so a CRASHED run stays CRASHED unless the spool
+holds its final status). A spool that a live trainer holds is skipped.
 A fully uploaded spool directory is deleted (``--keep`` keeps the empty directory).
 """
 
@@ -91,7 +92,7 @@ def _send_with_retries(client: ApiClient, record: dict[str, Any], retries: int,
     delay = 0.5
     for attempt in range(max(1, retries)):
         try:
-            client.send_ensuring_run(record, run_body)
+            _send(client, record, run_body)
             return True
         except (ApiUnavailable, ApiError) as error:
             if not error.retryable and getattr(error, "status", None) not in (401, 403):
@@ -107,6 +108,19 @@ def _send_with_retries(client: ApiClient, record: dict[str, Any], retries: int,
             print(f"\ntrainmon sync: cannot send a {record.get('op')} record: {error}", file=sys.stderr)
             return False
     return None
+
+
+def _send(client: ApiClient, record: dict[str, Any], run_body: dict[str, Any] | None) -> None:
+    """One record; a run registration is skipped when the run exists (re-registering would resume a CRASHED
+    run: a sync uploads data, it does not change the run's status unless the spool holds a status record)."""
+    if record.get("op") == "run":
+        try:
+            client.get_run(record.get("run_id") or record["body"]["run_id"])
+            return
+        except ApiError as error:
+            if error.status != 404:
+                raise
+    client.send_ensuring_run(record, run_body)
 
 
 class Progress:

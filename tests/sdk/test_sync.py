@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import requests
 from apiserver import ApiServer, python_env
 from trainmon.exporter.api_client import points_json
 from trainmon.exporter.spool import Spool
@@ -75,3 +76,18 @@ def test_a_spool_in_use_is_skipped(tmp_path: Path) -> None:
 def test_nothing_to_sync(tmp_path: Path) -> None:
     result = sync(str(tmp_path / "missing"))
     assert result.returncode == 1 and "no spool" in result.stderr
+
+
+def test_sync_does_not_revive_a_crashed_run(tmp_path: Path, api_server: ApiServer) -> None:
+    run_id = f"crashed-{uuid.uuid4().hex[:8]}"
+    body = {"experiment": "sync-test", "run_id": run_id}
+    requests.post(f"{api_server.url}/api/runs", json=body, timeout=10).raise_for_status()
+    requests.post(f"{api_server.url}/api/runs/{run_id}/status", json={"status": "CRASHED"},
+                  timeout=10).raise_for_status()
+    with Spool(tmp_path / "spool", meta={"api_url": api_server.url, "run_id": run_id, "run": body}) as spool:
+        spool.append({"op": "run", "run_id": run_id, "body": body})  # registered again on replay? must not be
+        spool.append({"op": "metrics", "run_id": run_id, "batch_id": "b0",
+                      "points": points_json([("loss", 0, 1.0, 1.0)])})
+    result = sync(str(tmp_path / "spool"))
+    assert result.returncode == 0, result.stderr
+    assert api_server.points(run_id) == [("loss", 0, 1.0)] and api_server.status(run_id) == "CRASHED"
