@@ -9,6 +9,7 @@ exception, a 4xx raised midway) rolls the whole request back.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Path, Request, status
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from . import auth
 from .api_metrics import ApiMetrics
+from .db import utcnow
 from .models import Experiment, Run, TokenScope
 from .repositories import runs as run_repo
 from .services import lifecycle
@@ -77,6 +79,17 @@ def refresh_if_stale(request: Request, session: Session, runs: list[Run]) -> boo
     new state. True when that happened (reload what you hold)."""
     settings: Settings = request.app.state.settings
     if not lifecycle.any_stale(runs, settings.heartbeat_timeout_seconds):
+        return False
+    session.rollback()
+    sweep_crashed(request.app, settings.heartbeat_timeout_seconds)
+    return True
+
+
+def refresh_stale_runs(request: Request, session: Session) -> bool:
+    """Crash detection on read for listings: like `refresh_if_stale`, for any run (one index lookup)."""
+    settings: Settings = request.app.state.settings
+    cutoff = utcnow() - timedelta(seconds=settings.heartbeat_timeout_seconds)
+    if not run_repo.has_stale_running(session, cutoff):
         return False
     session.rollback()
     sweep_crashed(request.app, settings.heartbeat_timeout_seconds)

@@ -60,6 +60,12 @@ def count_by_status(session: Session) -> dict[str, int]:
             session.execute(select(Run.status, func.count()).group_by(Run.status))}
 
 
+def has_stale_running(session: Session, cutoff: datetime) -> bool:
+    """Whether some RUNNING run's last heartbeat is older than `cutoff` (an index lookup)."""
+    query = select(Run.id).where(Run.status == "RUNNING", Run.last_heartbeat < cutoff).limit(1)
+    return session.scalar(query) is not None
+
+
 def mark_stale_crashed(session: Session, cutoff: datetime, now: datetime) -> list[str]:
     """RUNNING runs whose last heartbeat is older than `cutoff` become CRASHED; their ids."""
     stale = list(session.scalars(select(Run.id).where(Run.status == "RUNNING", Run.last_heartbeat < cutoff)))

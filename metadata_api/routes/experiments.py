@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from ..deps import PrincipalDep, ReadableExperiment, SessionDep, refresh_if_stale
+from ..deps import PrincipalDep, ReadableExperiment, SessionDep, refresh_if_stale, refresh_stale_runs
 from ..models import Experiment
 from ..repositories import metrics as metric_repo
 from ..repositories import projects as project_repo
@@ -21,9 +21,10 @@ Offset = Annotated[int, Query(ge=0)]
 
 
 @router.get("/experiments", response_model=Page[ExperimentOut])
-def list_experiments(session: SessionDep, principal: PrincipalDep, limit: Limit = 50,
+def list_experiments(request: Request, session: SessionDep, principal: PrincipalDep, limit: Limit = 50,
                      offset: Offset = 0) -> Page[ExperimentOut]:
     """Experiments, newest first (only the token's project when a token is used)."""
+    refresh_stale_runs(request, session)
     experiments, total = project_repo.list_experiments(session, limit, offset, principal.project_id)
     stats = project_repo.run_stats(session, [e.id for e in experiments])
     items = [_experiment_out(e, *stats[e.id]) for e in experiments]

@@ -112,7 +112,7 @@ def test_a_silent_run_is_crashed_when_read(make_api: Callable[..., TestClient],
     assert 'trainmon_api_runs{status="CRASHED"} 1.0' in metrics
 
 
-@pytest.mark.parametrize("read", ["/api/experiments/1", "/api/sd"])
+@pytest.mark.parametrize("read", ["/api/experiments", "/api/experiments/1", "/api/sd"])
 def test_listing_reads_crash_silent_runs_too(make_api: Callable[..., TestClient],
                                             session_factory: sessionmaker[Session], read: str) -> None:
     api = make_api(heartbeat_timeout_seconds=30)
