@@ -77,11 +77,24 @@ def _plain_name(value: str) -> str:
     return value
 
 
+def _json_safe(value: Any) -> Any:
+    """Nested JSON with non-finite floats as the contract's strings (JSON itself has no NaN; PostgreSQL's json
+    type rejects it), as the exporter's `json_safe` sends them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return metric_value_json(value)
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(item) for item in value]
+    return value
+
+
 MetricValue = Annotated[float, BeforeValidator(_parse_metric_value), PlainSerializer(metric_value_json)]
 MetricKey = Annotated[str, Field(min_length=1, max_length=NAME_LENGTH), AfterValidator(_metric_key)]
 RunId = Annotated[str, Field(min_length=1, max_length=RUN_ID_LENGTH), AfterValidator(_run_id)]
 Name = Annotated[str, Field(min_length=1, max_length=NAME_LENGTH), AfterValidator(_plain_name)]
 BatchId = Annotated[str, Field(min_length=1, max_length=NAME_LENGTH)]
+JsonObject = Annotated[dict[str, Any], AfterValidator(_json_safe)]  # params, metrics at save time, metadata
 
 
 class Page(BaseModel, Generic[T]):
@@ -109,7 +122,7 @@ class RunCreate(BaseModel):
     rank: int | None = Field(None, ge=0)
     world_size: int | None = Field(None, ge=1)
     exporter_url: str | None = Field(None, max_length=1024, pattern=r"^https?://[^\s/]+(/\S*)?$")
-    params: dict[str, Any] | None = None
+    params: JsonObject | None = None
     tags: dict[Annotated[str, Field(min_length=1, max_length=NAME_LENGTH)],
                Annotated[str, Field(max_length=1024)]] | None = None
 
@@ -147,7 +160,7 @@ class Heartbeat(BaseModel):
 class ParamsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    params: dict[str, Any]
+    params: JsonObject
 
 
 class TagsIn(BaseModel):

@@ -6,6 +6,7 @@ import logging
 import uuid
 
 from fastapi import APIRouter, HTTPException, Response, status
+from sqlalchemy.orm import Session
 
 from .. import deps
 from ..db import utcnow
@@ -119,7 +120,7 @@ def _resume(run: Run) -> bool:
         raise HTTPException(status.HTTP_409_CONFLICT, f"run_id: {error}") from error
 
 
-def _commit_and_show(session: SessionDep, run_id: str) -> RunOut:
+def _commit_and_show(session: Session, run_id: str) -> RunOut:
     """The run as stored by this request (read inside its transaction), then commit."""
     session.flush()
     session.expire_all()
@@ -130,6 +131,6 @@ def _commit_and_show(session: SessionDep, run_id: str) -> RunOut:
     return answer
 
 
-def _project_name(session: SessionDep, project_id: int | None) -> str:
+def _project_name(session: Session, project_id: int | None) -> str:
     project = session.get(Project, project_id)
     return project.name if project else "default"

@@ -80,6 +80,17 @@ def test_params_are_replaced_and_tags_merged(api: TestClient) -> None:
     assert api.get("/api/runs/r").json()["params"] == params
 
 
+def test_non_finite_params_are_stored_as_the_contract_strings(api: TestClient) -> None:
+    body = '{"experiment": "e", "run_id": "nan-params", "params": {"lr": NaN, "clip": [Infinity, 1.0]}}'
+    created = api.post("/api/runs", content=body, headers={"Content-Type": "application/json"})
+    assert created.status_code == 201
+    assert created.json()["params"] == {"lr": "NaN", "clip": ["Infinity", 1.0]}
+    replaced = api.put("/api/runs/nan-params/params", content='{"params": {"wd": -Infinity}}',
+                       headers={"Content-Type": "application/json"})
+    assert replaced.json()["params"] == {"wd": "-Infinity"}
+    assert api.get("/api/runs/nan-params").json()["params"] == {"wd": "-Infinity"}
+
+
 def test_experiments_are_listed_newest_first_with_pagination(api: TestClient) -> None:
     for name in ("first", "second", "third"):
         start(api, f"run-{name}", experiment=name)
