@@ -6,9 +6,11 @@ import logging
 import uuid
 
 from fastapi import APIRouter, HTTPException, Response, status
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .. import deps
+from .. import auth, deps
+from ..api_metrics import ApiMetrics
 from ..db import utcnow
 from ..deps import MetricsDep, PrincipalDep, ReadableRun, SessionDep, WritableRun
 from ..models import Project, Run, RunStatus
@@ -28,6 +30,17 @@ log = logging.getLogger("trainmon.metadata_api.runs")
 def create_run(body: RunCreate, session: SessionDep, principal: PrincipalDep, metrics: MetricsDep,
                response: Response) -> RunOut:
     """Start a run of `experiment` (created on first use). An existing `run_id` is joined (DDP ranks) or resumed."""
+    try:
+        return _create_or_join(body, session, principal, metrics, response)
+    except IntegrityError:
+        # Another rank inserted the same new run_id between our read and our insert (PostgreSQL; SQLite writers
+        # are serialised): start over, and this time join it.
+        session.rollback()
+        return _create_or_join(body, session, principal, metrics, response)
+
+
+def _create_or_join(body: RunCreate, session: Session, principal: auth.Principal, metrics: ApiMetrics,
+                    response: Response) -> RunOut:
     project_name = body.project
     if project_name is None:
         project_name = "default" if principal.open else _project_name(session, principal.project_id)

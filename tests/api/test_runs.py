@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 
+import pytest
 from fastapi.testclient import TestClient
 from trainmon.metadata_api.logging import JsonFormatter
+from trainmon.metadata_api.repositories import runs as run_repo
 
 
 def start(api: TestClient, run_id: str, experiment: str = "resnet", **fields: object) -> dict:
@@ -36,6 +38,23 @@ def test_a_second_rank_joins_the_same_run(api: TestClient) -> None:
     assert (first.status_code, second.status_code) == (201, 200)
     assert second.json()["rank"] == 0 and second.json()["tags"] == {"r1": "up"}
     assert api.get("/api/experiments/1").json()["run_count"] == 1
+
+
+def test_a_rank_that_loses_the_insert_race_joins_the_run(api: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two ranks register a new run_id at once: both read "no such run", one insert wins. The loser's insert
+    fails on the primary key; it must start over and join (200), not answer 500."""
+    assert api.post("/api/runs", json={"experiment": "ddp", "run_id": "together", "rank": 0}).status_code == 201
+    real_get_run = run_repo.get_run
+    calls = {"n": 0}
+
+    def stale_first_read(session: object, run_id: str) -> object:
+        calls["n"] += 1
+        return None if calls["n"] == 1 else real_get_run(session, run_id)  # the read before rank 0 committed
+
+    monkeypatch.setattr(run_repo, "get_run", stale_first_read)
+    joined = api.post("/api/runs", json={"experiment": "ddp", "run_id": "together", "rank": 1})
+    assert joined.status_code == 200 and joined.json()["rank"] == 0
+    assert calls["n"] >= 2
 
 
 def test_run_id_is_generated_when_absent_and_each_start_is_a_new_run(api: TestClient) -> None:
