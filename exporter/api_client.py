@@ -160,9 +160,10 @@ class ApiClient:
         if metadata is not None:
             form["metadata"] = json.dumps(json_safe(metadata), allow_nan=False)
         content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        read_timeout = 30.0 + path.stat().st_size / 1e6  # a large file takes longer than a batch (>= 1 MB/s)
         with open(path, "rb") as file:
             return self.request("POST", f"/api/runs/{_q(run_id)}/artifacts", data=form,
-                                files={"file": (path.name, file, content_type)})
+                                files={"file": (path.name, file, content_type)}, timeout=(3.05, read_timeout))
 
     # --- reads ---
 
