@@ -32,10 +32,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-from . import artifacts
-from .api_client import ApiClient, ApiError, ApiUnavailable, from_json_value, json_safe
+from . import artifacts, compare
+from .api_client import ApiClient, ApiError, ApiUnavailable, json_safe
 from .shipper import Shipper
 from .spool import DEFAULT_MAX_BYTES, Spool, SpoolLocked
 
@@ -56,7 +55,6 @@ ENV_VARS = {
 
 
 MAX_LOG_MESSAGE = 65_536
-OVERVIEW_DASHBOARD_UID = "trainmon-overview"  # grafana/dashboards/training-overview.dashboard.py
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -345,7 +343,7 @@ class RunRecorder:
                                  if self.config.api_url else None)
         if client is None:
             raise RuntimeError("compare_experiments needs the metadata API (api_url / TRAINMON_API_URL)")
-        return compare_experiments(client, names_or_ids, keys, self.config.grafana_url)
+        return compare.compare_experiments(client, names_or_ids, keys, self.config.grafana_url)
 
     # --- lifecycle ---
 
@@ -394,72 +392,6 @@ class RunLogHandler(logging.Handler):
             self.recorder.log_text(self.format(record), record.levelno)
         except Exception:  # noqa: BLE001 - logging must never raise into the trainer
             self.handleError(record)
-
-
-def compare_experiments(client: ApiClient, names_or_ids: Iterable[str | int] | str | int,
-                        keys: Sequence[str] | None, grafana_url: str) -> list[dict[str, Any]]:
-    """Rows of last/min/max per key for every run of the experiments (exact: the M4 view keeps extremes and last)."""
-    if isinstance(names_or_ids, (str, int)):
-        names_or_ids = [names_or_ids]
-    wanted = list(names_or_ids)
-    ids = _experiment_ids(client, wanted)
-    rows: list[dict[str, Any]] = []
-    for experiment_id in ids:
-        experiment = client.get_experiment(experiment_id)
-        experiment_keys = list(keys) if keys else _experiment_keys(client, experiment_id)
-        for run in experiment.get("runs", []):
-            row: dict[str, Any] = {
-                "experiment": experiment["name"], "experiment_id": experiment_id, "run_id": run["run_id"],
-                "status": run["status"], "params": run.get("params", {}),
-                "api_url": f"{client.base_url}/api/runs/{quote(run['run_id'], safe='')}",
-                "dashboard_url": f"{grafana_url.rstrip('/')}/d/{OVERVIEW_DASHBOARD_UID}?"
-                                 f"var-experiment={quote(experiment['name'])}&var-run_id={quote(run['run_id'])}",
-            }
-            for key in experiment_keys:
-                row.update(_key_summary(client, run["run_id"], key))
-            rows.append(row)
-    return rows
-
-
-def _experiment_ids(client: ApiClient, wanted: list[str | int]) -> list[int]:
-    by_name: dict[str, int] = {}
-    if any(not _is_int(item) for item in wanted):
-        offset = 0
-        while True:
-            page = client.get_experiments(limit=500, offset=offset)
-            for item in page["items"]:
-                by_name.setdefault(item["name"], item["id"])
-            offset += len(page["items"])
-            if not page["items"] or offset >= page["total"]:
-                break
-    ids = []
-    for item in wanted:
-        if _is_int(item):
-            ids.append(int(item))
-        elif item in by_name:
-            ids.append(by_name[str(item)])
-        else:
-            raise ValueError(f"no experiment named {item!r}")
-    return ids
-
-
-def _experiment_keys(client: ApiClient, experiment_id: int) -> list[str]:
-    answer = client.request("GET", f"/api/metrics/{experiment_id}", params={"limit": 1})
-    return list(answer.get("keys", [])) if isinstance(answer, dict) else []
-
-
-def _key_summary(client: ApiClient, run_id: str, key: str) -> dict[str, Any]:
-    answer = client.get_metric(run_id, key, max_points=2000)
-    points = answer.get("points", answer) if isinstance(answer, dict) else answer
-    values = [(point["step"], from_json_value(point["value"])) for point in points or []]
-    finite = [value for _step, value in values if value == value]
-    last = max(values)[1] if values else None
-    return {f"{key}.last": last, f"{key}.min": min(finite) if finite else None,
-            f"{key}.max": max(finite) if finite else None}
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) or (isinstance(value, str) and value.isdigit())
 
 
 class SdkMixin:
