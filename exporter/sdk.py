@@ -28,7 +28,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -90,7 +90,6 @@ class SdkConfig:
     batch_interval: float = 1.0
     queue_points: int = 100_000
     spool_max_bytes: int = DEFAULT_MAX_BYTES
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def resolve(cls, env: Mapping[str, str] | None = None, **given: Any) -> SdkConfig:
