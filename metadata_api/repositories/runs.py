@@ -24,6 +24,13 @@ def get_run_for_write(session: Session, run_id: str) -> Run | None:
     return session.scalar(select(Run).where(Run.id == run_id).options(joinedload(Run.experiment)))
 
 
+def lock(session: Session, run: Run) -> None:
+    """Lock the run's row until the transaction ends and reload it (PostgreSQL `FOR UPDATE`; SQLite writers hold
+    the database lock already), so that a status transition is checked against the latest status."""
+    session.execute(select(Run.id).where(Run.id == run.id).with_for_update())
+    session.refresh(run)
+
+
 def runs_of_experiment(session: Session, experiment_id: int) -> list[Run]:
     query = select(Run).where(Run.experiment_id == experiment_id).order_by(Run.start_time, Run.id).options(
         selectinload(Run.tags), selectinload(Run.experiment).selectinload(Experiment.project))

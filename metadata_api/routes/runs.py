@@ -57,6 +57,7 @@ def _create_or_join(body: RunCreate, session: Session, principal: auth.Principal
         if existing.experiment_id != experiment.id:
             raise HTTPException(status.HTTP_409_CONFLICT,
                                 f"run_id: run {run_id!r} belongs to experiment {existing.experiment.name!r}")
+        run_repo.lock(session, existing)  # PostgreSQL: transitions see the latest status
         resumed = _resume(existing)
         if body.tags:
             run_repo.set_tags(session, run_id, body.tags)
@@ -86,6 +87,7 @@ def get_run(run: ReadableRun) -> RunOut:
 
 @router.post("/{run_id}/status", response_model=RunOut, responses={409: {"description": "illegal transition"}})
 def set_status(body: StatusChange, run: WritableRun, session: SessionDep, metrics: MetricsDep) -> RunOut:
+    run_repo.lock(session, run)  # PostgreSQL: concurrent transitions of one run take turns
     try:
         changed = lifecycle.change_status(run, body.status)
     except lifecycle.IllegalTransition as error:
@@ -102,6 +104,7 @@ def set_status(body: StatusChange, run: WritableRun, session: SessionDep, metric
              responses={409: {"description": "the run is COMPLETED or FAILED"}})
 def heartbeat(run: WritableRun, session: SessionDep, metrics: MetricsDep, _body: Heartbeat | None = None) -> Response:
     """A sign of life (the body, `{}` or none, is ignored)."""
+    run_repo.lock(session, run)
     try:
         revived = lifecycle.heartbeat(run)
     except lifecycle.IllegalTransition as error:
