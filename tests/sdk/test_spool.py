@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from support.procs import python_subprocess, wait_until
 from trainmon.exporter.spool import Spool, SpoolLocked, find_spools
 
 
@@ -102,3 +103,25 @@ def test_find_spools(tmp_path: Path) -> None:
 def test_bad_options_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="fsync"):
         Spool(tmp_path, fsync="sometimes")
+
+
+def test_a_writer_killed_9_mid_stream_leaves_an_ordered_readable_prefix(tmp_path: Path) -> None:
+    code = (f"from trainmon.exporter.spool import Spool\n"
+            f"spool = Spool({str(tmp_path)!r}, segment_bytes=64 * 1024)\n"
+            "index = 0\n"
+            "while True:\n"
+            "    spool.append({'index': index, 'pad': 'z' * (index % 500)})\n"
+            "    index += 1\n"
+            "    if index == 2000:\n"
+            "        print('WRITING', flush=True)\n")
+    writer = python_subprocess(code, tmp_path / "writer.log")
+    try:
+        wait_until(lambda: "WRITING" in writer.log_tail(), timeout=30, what="the writer to write")
+        writer.kill()  # SIGKILL in the middle of a stream of appends
+    finally:
+        writer.stop()
+    with Spool(tmp_path) as spool:
+        indices = [record["index"] for record in _records(spool)]
+        assert len(indices) >= 2000 and indices == list(range(len(indices)))
+        spool.append({"index": -1})  # and the spool keeps working after the crash
+        assert [record["index"] for record in _records(spool)][-1] == -1
