@@ -2,12 +2,13 @@
 
 The reduction never loads the series into Python. For `max_points=N` over a series longer than N:
 1. each bucket `(step - first_step) / width` gets its first and last step, its finite min and max value, and the
-   first step holding NaN, +Inf and -Inf: one GROUP BY on PostgreSQL (a hash aggregate); on SQLite, which would
-   sort every row for that GROUP BY, a few statements a bucket instead (see `_sqlite_aggregates`);
+   first step holding NaN, +Inf and -Inf: one GROUP BY on PostgreSQL (a hash aggregate, which also finds the
+   steps of the min and max, see `_postgres_aggregates`); on SQLite, which would sort every row for that
+   GROUP BY, a few statements a bucket instead (see `_sqlite_aggregates`);
 2. the points at those steps are read by step (`step IN (...)`);
-3. for buckets whose min (or max) is not their first point's value, the first step holding it is looked up
-   (SQLite: `ORDER BY step LIMIT 1` a bucket, stopping at the first match; PostgreSQL: one join against a VALUES
-   list of (bucket range, value)).
+3. on SQLite, for buckets whose min (or max) is not their first point's value, the first step holding it is
+   looked up (`ORDER BY step LIMIT 1` a bucket, stopping at the first match; other databases: one join against a
+   VALUES list of (bucket range, value)).
 Steps 2 and 3 read about 4 rows a bucket. The result equals `reduction.m4_reduce` on the same points.
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import BigInteger, Integer, and_, case, column, func, select, values
+from sqlalchemy import BigInteger, Integer, and_, case, column, func, select, text, values
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement
 
@@ -74,15 +75,23 @@ class _Bucket:
     max_value: float | None
     special_steps: dict[int, int]  # special kind -> first step holding it
     steps: set[int] = field(default_factory=set)
+    min_step: int | None = None  # first step holding min_value / max_value, when the aggregate found it
+    max_step: int | None = None
 
 
 def _sql_m4(session: Session, run_id: str, key: str, first_step: int, last_step: int,
             buckets: int) -> list[SeriesPoint]:
     width = bucket_width(first_step, last_step, buckets)
-    sqlite = session.get_bind().dialect.name == "sqlite"
-    aggregates = _sqlite_aggregates if sqlite else _grouped_aggregates
+    dialect = session.get_bind().dialect.name
+    sqlite = dialect == "sqlite"
+    if sqlite:
+        aggregates = _sqlite_aggregates
+    elif dialect == "postgresql" and last_step < EXACT_FLOAT_STEPS:
+        aggregates = _postgres_aggregates
+    else:
+        aggregates = _grouped_aggregates
     found = aggregates(session, run_id, key, first_step, last_step, width)
-    known = [step for b in found for step in b.steps]
+    known = [step for b in found for step in (*b.steps, b.min_step, b.max_step) if step is not None]
     points = {p.step: p for p in _points_at(session, run_id, key, known)}
     lookups = _extreme_lookups(found, points)
     (_sqlite_first_steps if sqlite else _joined_first_steps)(session, run_id, key, found, lookups)
@@ -113,6 +122,33 @@ def _grouped_aggregates(session: Session, run_id: str, key: str, first_step: int
                  .where(*_of_series(run_id, key)).group_by(bucket))
     return [_bucket(first_step + int(number) * width, width, rest)
             for number, *rest in session.execute(aggregate)]
+
+
+EXACT_FLOAT_STEPS = 2**53  # steps below this survive a round trip through float8 (the arrays below)
+_POSTGRES_AGGREGATES = text(
+    "SELECT (step - :first) / :width, MIN(step), MAX(step), "
+    "MIN(ARRAY[value, step::float8]) FILTER (WHERE special = 0), "
+    "MAX(ARRAY[value, -step::float8]) FILTER (WHERE special = 0), "
+    f"MIN(step) FILTER (WHERE special = {SPECIAL_NAN}), MIN(step) FILTER (WHERE special = {SPECIAL_POS_INF}), "
+    f"MIN(step) FILTER (WHERE special = {SPECIAL_NEG_INF}) "
+    "FROM metric_points WHERE run_id = :run AND key = :key GROUP BY 1")
+
+
+def _postgres_aggregates(session: Session, run_id: str, key: str, first_step: int, _last_step: int,
+                         width: int) -> list[_Bucket]:
+    """One hash GROUP BY that also finds the first step of each bucket's min and max: arrays compare element by
+    element, so MIN([value, step]) is the min value at its smallest step, MAX([value, -step]) the max value at
+    its smallest step. No second pass."""
+    found = []
+    parameters = {"first": first_step, "width": width, "run": run_id, "key": key}
+    for number, first, last, lowest, highest, nan, pos_inf, neg_inf in session.execute(_POSTGRES_AGGREGATES,
+                                                                                          parameters):
+        b = _bucket(first_step + int(number) * width, width, (first, last, lowest and lowest[0],
+                                                              highest and highest[0], nan, pos_inf, neg_inf))
+        b.min_step = None if lowest is None else int(lowest[1])
+        b.max_step = None if highest is None else -int(highest[1])
+        found.append(b)
+    return found
 
 
 _SQLITE_RANGE = "FROM metric_points WHERE run_id = ? AND key = ? AND step BETWEEN ? AND ?"
@@ -149,10 +185,13 @@ def _extreme_lookups(found: list[_Bucket], points: dict[int, SeriesPoint]) -> li
     point); return (bucket index, lo, hi, value) for the finite extremes whose first step must be looked up."""
     lookups: list[tuple[int, int, int, float]] = []
     for index, b in enumerate(found):
-        for kind, extreme in ((SPECIAL_NEG_INF, b.min_value), (SPECIAL_POS_INF, b.max_value)):
+        for kind, extreme, known in ((SPECIAL_NEG_INF, b.min_value, b.min_step),
+                                     (SPECIAL_POS_INF, b.max_value, b.max_step)):
             if kind in b.special_steps or extreme is None:
                 continue
-            if points[b.first_step].value == extreme:
+            if known is not None:
+                b.steps.add(known)
+            elif points[b.first_step].value == extreme:
                 b.steps.add(b.first_step)
             else:
                 lookups.append((index, b.lo, b.hi, extreme))
