@@ -119,3 +119,14 @@ def test_unknown_run_or_key_is_404(api: TestClient) -> None:
     assert api.get("/api/runs/nope/metrics/loss").status_code == 404
     answer = api.get(f"/api/runs/{run_id}/metrics/lsos")
     assert answer.status_code == 404 and "lsos" in answer.text
+
+
+def test_steps_beyond_float_precision_reduce_exactly(api: TestClient) -> None:
+    """Steps past 2**53 (PostgreSQL then takes the generic GROUP BY + VALUES-join path)."""
+    run_id = make_run(api)
+    base = 2**60
+    points = [SeriesPoint(step=base + 3 * p.step, value=p.value, wall_time=p.wall_time)
+              for p in noisy_series(3_000, seed=9)]
+    post_points(api, run_id, "loss", points)
+    body = api.get(f"/api/runs/{run_id}/metrics/loss", params={"max_points": 100}).json()
+    assert same(decoded(body["points"]), [(p.step, p.value, p.wall_time) for p in m4_reduce(points, 100)])
