@@ -1,19 +1,18 @@
 """Files of uploaded artifacts, under `<artifact_root>/experiments/<experiment_id>/artifacts/<run_id>/`.
 
 A file is streamed to a temporary file in its final directory, fsynced, then renamed over its final name
-(`os.replace`): a reader sees the old file or the new one, never a half-written one. Names are single path
-components (`check_name`); the final path is checked to stay inside the artifact root.
+(`trainmon.exporter.artifacts.write_atomic`): a reader sees the old file or the new one, never a half-written
+one. Names are single path components (`check_name`); the final path is checked to stay inside the artifact root.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+from trainmon.exporter.artifacts import write_atomic
 
 CHUNK = 1024 * 1024
 
@@ -59,25 +58,17 @@ def store(root: Path, relative_path: str, source: BinaryIO, max_bytes: int) -> S
     target = (root / relative_path).resolve()
     if not target.is_relative_to(root):
         raise BadName(f"name: {relative_path!r} leaves the artifact root")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    digest, size = hashlib.sha256(), 0
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            while chunk := source.read(CHUNK):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise TooLarge(f"file: larger than MAX_ARTIFACT_BYTES ({max_bytes} bytes)")
-                digest.update(chunk)
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    return StoredFile(relative_path=relative_path, size_bytes=size, sha256=digest.hexdigest())
+
+    def copy(out: BinaryIO) -> None:
+        size = 0
+        while chunk := source.read(CHUNK):
+            size += len(chunk)
+            if size > max_bytes:
+                raise TooLarge(f"file: larger than MAX_ARTIFACT_BYTES ({max_bytes} bytes)")
+            out.write(chunk)
+
+    written = write_atomic(target, copy)
+    return StoredFile(relative_path=relative_path, size_bytes=written.size_bytes, sha256=written.sha256)
 
 
 def remove(root: Path, relative_path: str) -> None:
