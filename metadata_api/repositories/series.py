@@ -14,6 +14,7 @@ Steps 2 and 3 read about 4 rows a bucket. The result equals `reduction.m4_reduce
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -167,17 +168,22 @@ def _sqlite_aggregates(session: Session, run_id: str, key: str, first_step: int,
     (the cheapest aggregate: no CASE, no step), two index seeks for its first and last step, and only where the
     bucket holds a non-finite value a second scan for their steps. The statements run on the request's own
     connection (same transaction) through the driver's statement cache."""
-    cursor = session.connection().connection.driver_connection.cursor()
     found = []
-    for lo in range(first_step, last_step + 1, width):
-        span = (run_id, key, lo, lo + width - 1)
-        low, high, special = cursor.execute(_SQLITE_EXTREMES, span).fetchone()
-        if special is None:  # no rows in this bucket
-            continue
-        first, last = cursor.execute(_SQLITE_EDGE_STEPS, span + span).fetchone()
-        specials = cursor.execute(_SQLITE_SPECIAL_STEPS, span).fetchone() if special else (None, None, None)
-        found.append(_bucket(lo, width, (first, last, low, high, *specials)))
+    with _sqlite_cursor(session) as cursor:
+        for lo in range(first_step, last_step + 1, width):
+            span = (run_id, key, lo, lo + width - 1)
+            low, high, special = cursor.execute(_SQLITE_EXTREMES, span).fetchone()
+            if special is None:  # no rows in this bucket
+                continue
+            first, last = cursor.execute(_SQLITE_EDGE_STEPS, span + span).fetchone()
+            specials = cursor.execute(_SQLITE_SPECIAL_STEPS, span).fetchone() if special else (None, None, None)
+            found.append(_bucket(lo, width, (first, last, low, high, *specials)))
     return found
+
+
+def _sqlite_cursor(session: Session) -> contextlib.closing:
+    """A cursor on the session's own sqlite3 connection: inside the request's transaction, statements cached."""
+    return contextlib.closing(session.connection().connection.driver_connection.cursor())
 
 
 def _extreme_lookups(found: list[_Bucket], points: dict[int, SeriesPoint]) -> list[tuple[int, int, int, float]]:
@@ -200,10 +206,10 @@ def _extreme_lookups(found: list[_Bucket], points: dict[int, SeriesPoint]) -> li
 
 def _sqlite_first_steps(session: Session, run_id: str, key: str, found: list[_Bucket],
                         lookups: list[tuple[int, int, int, float]]) -> None:
-    cursor = session.connection().connection.driver_connection.cursor()
-    for index, lo, hi, value in lookups:
-        row = cursor.execute(_SQLITE_FIRST_WITH_VALUE, (run_id, key, lo, hi, value)).fetchone()
-        found[index].steps.add(int(row[0]))
+    with _sqlite_cursor(session) as cursor:
+        for index, lo, hi, value in lookups:
+            row = cursor.execute(_SQLITE_FIRST_WITH_VALUE, (run_id, key, lo, hi, value)).fetchone()
+            found[index].steps.add(int(row[0]))
 
 
 def _joined_first_steps(session: Session, run_id: str, key: str, found: list[_Bucket],
