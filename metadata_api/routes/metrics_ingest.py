@@ -12,6 +12,7 @@ The batch row and its points commit in one transaction: a batch is stored whole 
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
@@ -37,6 +38,7 @@ from ..schemas import (
 
 router = APIRouter(prefix="/api/runs", tags=["metrics"])
 KIND = "metrics"
+HEARTBEAT_RESOLUTION = timedelta(seconds=1)
 
 
 async def metric_batch(request: Request) -> MetricBatch:
@@ -81,8 +83,9 @@ def ingest_metrics(body: Annotated[MetricBatch, Depends(metric_batch)], run: Wri
         session.rollback()
         return IngestResult(accepted=first or 0, duplicate=True)
     accepted = metric_repo.upsert_points(session, run.id, rows)
-    if run.status == RunStatus.RUNNING.value:
-        run_repo.touch_heartbeat(session, run.id, utcnow())
+    now = utcnow()
+    if run.status == RunStatus.RUNNING.value and now - run.last_heartbeat > HEARTBEAT_RESOLUTION:
+        run_repo.touch_heartbeat(session, run.id, now)  # a batch is a sign of life (not re-written every batch)
     session.commit()
     metrics.points_ingested.inc(accepted)
     return IngestResult(accepted=accepted, duplicate=False)
