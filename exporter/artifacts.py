@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -22,6 +23,7 @@ import pickle
 import re
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,7 +266,11 @@ def onnx_export(model: Any, input_sample: Any, path: Path) -> StoredFile | None:
         return None
     torch = _torch()
     args = input_sample if isinstance(input_sample, tuple) else (input_sample,)
-    return write_atomic(path, lambda file: torch.onnx.export(model, args, file))
+    # torch's default (torch.export-based) exporter needs onnxscript; without it, the TorchScript-based one.
+    options = {} if importlib.util.find_spec("onnxscript") else {"dynamo": False}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return write_atomic(path, lambda file: torch.onnx.export(model, args, file, **options))
 
 
 def json_bytes(data: Any) -> bytes:

@@ -197,3 +197,18 @@ def test_spool_full_is_counted_in_the_exporter_health_series(workdir: Path, capl
     line = next(line for line in exposition.splitlines()
                 if line.startswith("trainmon_exporter_dropped_points_total") and 'reason="spool_full"' in line)
     assert float(line.split()[-1]) == dropped
+
+
+def test_graph_is_also_exported_to_onnx_when_onnx_is_installed(workdir: Path) -> None:
+    torch = require_torch()
+    onnx = pytest.importorskip("onnx", reason="onnx is optional (installed by `make test`)")
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU())
+    monitor = offline_monitor(workdir)
+    graph = monitor.log_graph(model, torch.zeros(1, 4))
+    monitor.finish()
+    exported = graph.with_name("Sequential.onnx")
+    proto = onnx.load(exported)
+    onnx.checker.check_model(proto)
+    assert [node.op_type for node in proto.graph.node] == ["Gemm", "Relu"]
+    registered = [r for r in spooled(workdir) if r["op"] == "artifact" and r["name"] == "Sequential.onnx"]
+    assert registered and registered[0]["kind"] == "file" and Path(registered[0]["path"]) == exported

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import sqlite3
@@ -81,9 +82,14 @@ def test_every_sdk_method_round_trips(tmp_path: Path, api_server: ApiServer, mon
 
     # Artifacts: uploaded files are byte-identical to what the trainer wrote.
     artifacts = rows(api_server, "SELECT kind, name, step, sha256 FROM artifacts WHERE run_id = ? ORDER BY id", run_id)
-    assert [(kind, name, step) for kind, name, step, _sha in artifacts] == [
-        ("image", "samples.png", 49), ("histogram", "layer0.hist.json", 49), ("graph", "Sequential.graph.json", None)]
-    for (_kind, _name, _step, sha), path in zip(artifacts, (image, histogram, graph), strict=True):
+    expected = [("image", "samples.png", 49), ("histogram", "layer0.hist.json", 49),
+                ("graph", "Sequential.graph.json", None)]
+    files = [image, histogram, graph]
+    if importlib.util.find_spec("onnx"):  # log_graph also exports ONNX
+        expected.append(("file", "Sequential.onnx", None))
+        files.append(graph.with_name("Sequential.onnx"))
+    assert [(kind, name, step) for kind, name, step, _sha in artifacts] == expected
+    for (_kind, _name, _step, sha), path in zip(artifacts, files, strict=True):
         assert sha == hashlib.sha256(path.read_bytes()).hexdigest()
     assert sum(json.loads(histogram.read_text())["counts"]) == 15
     assert json.loads(graph.read_text())["parameters"] == 3 * 5 + 5 + 5 + 1
