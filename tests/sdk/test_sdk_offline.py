@@ -124,7 +124,7 @@ def test_images_from_arrays_pil_files_and_figures(workdir: Path) -> None:
 
 
 def test_matplotlib_figure_when_installed(workdir: Path) -> None:
-    matplotlib = pytest.importorskip("matplotlib", reason="matplotlib is optional")
+    matplotlib = pytest.importorskip("matplotlib", reason="matplotlib is optional (installed by `make test`)")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
