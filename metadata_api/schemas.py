@@ -221,7 +221,11 @@ class ExperimentOut(BaseModel):
 
 
 class ExperimentDetail(ExperimentOut):
+    """The experiment with a page of its runs in start order (`run_count` runs in all)."""
+
     runs: list[RunOut]
+    limit: int
+    offset: int
 
 
 class ExperimentMetrics(Page[PointOut]):

@@ -31,9 +31,13 @@ def lock(session: Session, run: Run) -> None:
     session.refresh(run)
 
 
-def runs_of_experiment(session: Session, experiment_id: int) -> list[Run]:
+def runs_of_experiment(session: Session, experiment_id: int, limit: int | None = None,
+                       offset: int = 0) -> list[Run]:
+    """The experiment's runs in start order (a page of them when `limit` is given)."""
     query = select(Run).where(Run.experiment_id == experiment_id).order_by(Run.start_time, Run.id).options(
         selectinload(Run.tags), selectinload(Run.experiment).selectinload(Experiment.project))
+    if limit is not None:
+        query = query.limit(limit).offset(offset)
     return list(session.scalars(query))
 
 

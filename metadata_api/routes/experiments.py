@@ -32,14 +32,15 @@ def list_experiments(request: Request, session: SessionDep, principal: Principal
 
 
 @router.get("/experiments/{experiment_id}", response_model=ExperimentDetail)
-def get_experiment(experiment: ReadableExperiment, session: SessionDep, request: Request) -> ExperimentDetail:
-    """One experiment with all its runs (status, params, tags)."""
-    runs = run_repo.runs_of_experiment(session, experiment.id)
+def get_experiment(experiment: ReadableExperiment, session: SessionDep, request: Request, limit: Limit = 100,
+                   offset: Offset = 0) -> ExperimentDetail:
+    """One experiment with its runs in start order (status, params, tags), `limit` runs from `offset`."""
+    runs = run_repo.runs_of_experiment(session, experiment.id, limit, offset)
     if refresh_if_stale(request, session, runs):
-        runs = run_repo.runs_of_experiment(session, experiment.id)
+        runs = run_repo.runs_of_experiment(session, experiment.id, limit, offset)
     stats = project_repo.run_stats(session, [experiment.id])[experiment.id]
     summary = _experiment_out(experiment, *stats)
-    return ExperimentDetail(**summary.model_dump(), runs=[run_out(run) for run in runs])
+    return ExperimentDetail(**summary.model_dump(), runs=[run_out(run) for run in runs], limit=limit, offset=offset)
 
 
 @router.get("/metrics/{experiment_id}", response_model=ExperimentMetrics)

@@ -132,6 +132,9 @@ def test_experiment_shows_its_runs(api: TestClient) -> None:
     assert detail["runs_by_status"] == {"COMPLETED": 1, "RUNNING": 1}
     assert detail["runs"][0]["params"] == {"lr": 1}
     assert api.get("/api/experiments/999").status_code == 404
+    page = api.get(f"/api/experiments/{experiment_id}", params={"limit": 1, "offset": 1}).json()
+    assert [run["run_id"] for run in page["runs"]] == ["a2"]
+    assert (page["run_count"], page["limit"], page["offset"]) == (2, 1, 1)
 
 
 def test_experiment_metrics_are_paged_and_filtered(api: TestClient) -> None:
