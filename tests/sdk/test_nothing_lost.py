@@ -109,6 +109,7 @@ def test_trainer_killed_9_shows_crashed_then_sync_completes_the_data(tmp_path: P
                             "--steps", "4000", "--keys", "2", "--wait-file", str(go), "--hang")
     try:
         wait_until(lambda: "STARTED" in trainer.log_tail(), timeout=60, what="the trainer to start")
+        time.sleep(3.0)  # longer than the heartbeat timeout: only heartbeats keep the idle run alive
         assert server.status(run_id) == "RUNNING"
         server.kill()  # the API goes away: what the trainer logs now waits in its spool
         go.touch()
