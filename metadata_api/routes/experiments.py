@@ -32,7 +32,7 @@ def list_experiments(request: Request, session: SessionDep, principal: Principal
 
 
 @router.get("/experiments/{experiment_id}", response_model=ExperimentDetail)
-def get_experiment(experiment: ReadableExperiment, session: SessionDep, request: Request, limit: Limit = 100,
+def get_experiment(experiment: ReadableExperiment, session: SessionDep, request: Request, limit: Limit = 1000,
                    offset: Offset = 0) -> ExperimentDetail:
     """One experiment with its runs in start order (status, params, tags), `limit` runs from `offset`."""
     runs = run_repo.runs_of_experiment(session, experiment.id, limit, offset)
