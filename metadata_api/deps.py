@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Path, Request, status
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Request, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
@@ -77,33 +77,30 @@ def refresh_if_stale(request: Request, session: Session, runs: list[Run]) -> boo
     """Crash detection on read: when a run read here is RUNNING past the heartbeat timeout, mark every such run
     CRASHED in a short write transaction of its own, and end this session's transaction so that it reads the
     new state. True when that happened (reload what you hold)."""
-    settings: Settings = request.app.state.settings
-    if not lifecycle.any_stale(runs, settings.heartbeat_timeout_seconds):
-        return False
-    session.rollback()
-    sweep_crashed(request.app, settings.heartbeat_timeout_seconds)
-    return True
+    timeout = request.app.state.settings.heartbeat_timeout_seconds
+    return lifecycle.any_stale(runs, timeout) and _sweep_for_reader(request.app, session, timeout)
 
 
 def refresh_stale_runs(request: Request, session: Session) -> bool:
     """Crash detection on read for listings: like `refresh_if_stale`, for any run (one index lookup)."""
-    settings: Settings = request.app.state.settings
-    cutoff = utcnow() - timedelta(seconds=settings.heartbeat_timeout_seconds)
-    if not run_repo.has_stale_running(session, cutoff):
-        return False
-    session.rollback()
-    sweep_crashed(request.app, settings.heartbeat_timeout_seconds)
+    timeout = request.app.state.settings.heartbeat_timeout_seconds
+    stale = run_repo.has_stale_running(session, utcnow() - timedelta(seconds=timeout))
+    return stale and _sweep_for_reader(request.app, session, timeout)
+
+
+def _sweep_for_reader(app: FastAPI, session: Session, timeout_seconds: float) -> bool:
+    session.rollback()  # the reader's snapshot ends; its next statement sees the sweep
+    sweep_crashed(app, timeout_seconds)
     return True
 
 
-def sweep_crashed(app: object, timeout_seconds: float) -> list[str]:
+def sweep_crashed(app: FastAPI, timeout_seconds: float) -> list[str]:
     """One crash sweep in its own write transaction; counts the status changes."""
-    state = app.state  # type: ignore[attr-defined]
-    with state.write_sessions() as session:
+    with app.state.write_sessions() as session:
         crashed = lifecycle.sweep_crashed(session, timeout_seconds)
         session.commit()
     if crashed:
-        state.metrics.status_changes.labels("CRASHED").inc(len(crashed))
+        app.state.metrics.status_changes.labels("CRASHED").inc(len(crashed))
     return crashed
 
 
