@@ -36,6 +36,8 @@ def upsert_points(session: Session, run_id: str, points: Sequence[PointRow]) -> 
             rows.append((run_id, key, step, *encode_value(value), wall_time))
     if rows:
         connection = session.connection()
+        if connection.dialect.name == "postgresql":
+            rows.sort()  # one lock order for every writer: concurrent overlapping batches cannot deadlock
         connection.exec_driver_sql(_upsert_sql(connection.dialect.paramstyle), rows)
     return len(rows)
 
