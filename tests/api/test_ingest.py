@@ -65,6 +65,27 @@ def test_concurrent_replays_store_the_batch_once(api: TestClient) -> None:
     assert len(stored(api, experiment_id)) == 200
 
 
+def test_overlapping_batches_written_at_once_never_deadlock(api: TestClient) -> None:
+    """Ranks sending the same (key, step)s in opposite orders at once: every batch is stored (PostgreSQL would
+    abort some with a deadlock if rows were not written in one order)."""
+    experiment_id = start(api)
+    codes: list[int] = []
+
+    def writer(name: str, reverse: bool) -> None:
+        for round_ in range(10):
+            points = [(f"k{step % 7}", step, float(round_)) for step in range(300)]
+            body = batch(f"{name}-{round_}", *(reversed(points) if reverse else points))
+            codes.append(api.post("/api/runs/r/metrics", json=body).status_code)
+
+    threads = [threading.Thread(target=writer, args=(f"w{n}", n % 2 == 1)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert codes == [200] * 40
+    assert len(stored(api, experiment_id)) == 300
+
+
 def test_batch_ids_are_per_run(api: TestClient) -> None:
     experiment_id = start(api, "a")
     start(api, "b")
