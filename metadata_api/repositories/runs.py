@@ -54,7 +54,7 @@ def add_run(session: Session, run: Run) -> Run:
 
 
 def set_tags(session: Session, run_id: str, tags: Mapping[str, str]) -> None:
-    rows = [{"run_id": run_id, "key": key, "value": value} for key, value in tags.items()]
+    rows = [{"run_id": run_id, "key": key, "value": value} for key, value in sorted(tags.items())]  # lock order
     upsert_many(session, RunTag.__table__, rows, ["run_id", "key"], ["value"])
 
 
