@@ -27,7 +27,7 @@ def get_run_for_write(session: Session, run_id: str) -> Run | None:
 def lock(session: Session, run: Run) -> None:
     """Lock the run's row until the transaction ends and reload it (PostgreSQL `FOR UPDATE`; SQLite writers hold
     the database lock already), so that a status transition is checked against the latest status."""
-    session.execute(select(Run.id).where(Run.id == run.id).with_for_update())
+    session.execute(select(Run.id).where(Run.id == run.id).with_for_update(key_share=True))  # NO KEY UPDATE
     session.refresh(run)
 
 
