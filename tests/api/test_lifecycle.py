@@ -38,6 +38,10 @@ def silence(session_factory: sessionmaker[Session], run_id: str, seconds: float)
         session.commit()
 
 
+def heartbeat_of(api: TestClient, run_id: str) -> datetime:
+    return datetime.fromisoformat(api.get(f"/api/runs/{run_id}").json()["last_heartbeat"].replace("Z", "+00:00"))
+
+
 def stored_status(session_factory: sessionmaker[Session], run_id: str) -> str:
     with session_factory() as session:
         return session.get(Run, run_id).status
@@ -75,9 +79,9 @@ def test_unknown_status_is_422(api: TestClient) -> None:
 def test_heartbeat_moves_last_heartbeat(api: TestClient, session_factory: sessionmaker[Session]) -> None:
     start(api)
     silence(session_factory, "r", 60)
-    before = datetime.fromisoformat(api.get("/api/runs/r").json()["last_heartbeat"])
+    before = heartbeat_of(api, "r")
     assert api.post("/api/runs/r/heartbeat", json={}).status_code == 204
-    after = datetime.fromisoformat(api.get("/api/runs/r").json()["last_heartbeat"])
+    after = heartbeat_of(api, "r")
     assert after - before > timedelta(seconds=59)
 
 
