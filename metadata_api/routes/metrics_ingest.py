@@ -75,7 +75,7 @@ def point_rows(points: list[PointIn], now: float) -> list[metric_repo.PointRow]:
 def ingest_metrics(body: Annotated[MetricBatch, Depends(metric_batch)], run: WritableRun, session: SessionDep,
                    settings: SettingsDep, metrics: MetricsDep) -> IngestResult:
     if len(body.points) > settings.max_points_per_batch:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
+        raise HTTPException(413,
                             f"points: {len(body.points)} points, at most {settings.max_points_per_batch} a batch")
     rows = point_rows(body.points, time.time())
     if not ingest_batches.claim_batch(session, run.id, KIND, body.batch_id, len(rows)):
