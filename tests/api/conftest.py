@@ -11,14 +11,13 @@
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
+from support.procs import fresh_postgres_database
 from trainmon.metadata_api.app import create_app
 from trainmon.metadata_api.db import make_engine, write_sessions
 from trainmon.metadata_api.settings import Settings
@@ -34,20 +33,6 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]
     server_url: str = request.getfixturevalue("postgres_url")
     with fresh_postgres_database(server_url) as url:
         yield url
-
-
-@contextlib.contextmanager
-def fresh_postgres_database(server_url: str) -> Iterator[str]:
-    """A new empty database on the server of `server_url`; dropped (connections closed) on exit."""
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    admin = server_url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield server_url.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

@@ -298,6 +298,25 @@ def run_postgres(workdir: Path | None = None) -> Iterator[str]:
             process.stop()
 
 
+@contextlib.contextmanager
+def fresh_postgres_database(server_url: str, prefix: str = "t") -> Iterator[str]:
+    """A new empty database on the server of `server_url` (as `run_postgres` yields); dropped, connections and
+    all, on exit."""
+    import uuid
+
+    import psycopg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:16]}"
+    admin = server_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield server_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def _pg_accepts(bindir: Path, port: int) -> bool:
     result = subprocess.run([str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True)
     return result.returncode == 0
