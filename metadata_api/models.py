@@ -105,6 +105,8 @@ class Run(Base):
     experiment: Mapped[Experiment] = relationship(back_populates="runs")
     tags: Mapped[list[RunTag]] = relationship(back_populates="run", passive_deletes=True, order_by="RunTag.key",
                                               cascade="all, delete-orphan")
+    endpoints: Mapped[list[RunEndpoint]] = relationship(back_populates="run", passive_deletes=True,
+                                                        order_by="RunEndpoint.rank")
 
 
 class RunTag(Base):
@@ -115,6 +117,20 @@ class RunTag(Base):
     value: Mapped[str] = mapped_column(String(1024))
 
     run: Mapped[Run] = relationship(back_populates="tags")
+
+
+class RunEndpoint(Base):
+    """One rank's exporter endpoint (`/metrics` URL) of a run; a rank that re-registers replaces its row."""
+
+    __tablename__ = "run_endpoints"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    rank: Mapped[int] = mapped_column(Integer, primary_key=True)
+    url: Mapped[str] = mapped_column(String(1024))
+    host: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    run: Mapped[Run] = relationship(back_populates="endpoints")
 
 
 class Note(Base):
