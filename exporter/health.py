@@ -9,7 +9,9 @@ from typing import Protocol
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 PUSH_RESULTS = ("success", "failure")
-DROP_REASONS = ("buffer_full", "sink_error")
+# Every reason a point can be dropped for (training.py: buffer_full, sink_error; shipper.py: spool_full,
+# spool_error, rejected). Each series exists at 0 from the start, so increase() and alerts see the first drop.
+DROP_REASONS = ("buffer_full", "sink_error", "spool_full", "spool_error", "rejected")
 
 
 class HasHealth(Protocol):

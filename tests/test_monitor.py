@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import signal
 import socket
 import subprocess
@@ -69,6 +70,23 @@ def test_health_reports_training_timed_at_scrape(monitor: TrainingMonitor) -> No
     assert got[("trainmon_exporter_dropped_points_total", ("reason", "buffer_full"))] == 0
     assert got[("trainmon_exporter_pushes_total", ("result", "failure"))] == 0
     assert ("trainmon_exporter_buffered_points",) in got
+
+
+def test_every_dropped_points_reason_is_exported_at_zero_from_the_first_scrape() -> None:
+    """increase()/alerts need the series before the first drop; every reason the exporter code uses is listed."""
+    from trainmon.exporter.health import DROP_REASONS
+
+    exporter_dir = Path(__file__).resolve().parents[1] / "exporter"
+    source = "\n".join(path.read_text() for path in exporter_dir.glob("*.py"))
+    used = set(re.findall(r'(?:_drop|count_dropped)\(\s*"(\w+)"', source))
+    used |= set(re.findall(r'^\s*reason = "(\w+)"', source, re.MULTILINE))
+    assert {"buffer_full", "sink_error", "spool_full", "spool_error", "rejected"} <= used <= set(DROP_REASONS)
+    with TrainingMonitor("exp", port=0, **QUIET) as fresh:
+        got = scrape(fresh)
+        assert {reason: got[("trainmon_exporter_dropped_points_total", ("reason", reason))]
+                for reason in DROP_REASONS} == dict.fromkeys(DROP_REASONS, 0)
+        fresh.count_dropped("spool_full", 3)
+        assert scrape(fresh)[("trainmon_exporter_dropped_points_total", ("reason", "spool_full"))] == 3
 
 
 def test_sampled_collectors_are_ticked_and_reported() -> None:
@@ -238,6 +256,30 @@ def test_sigterm_finishes_failed_and_chains(tmp_path: Path, previous: str) -> No
         assert child.returncode == 3 and "previous handler ran" in out
     else:
         assert child.returncode == -signal.SIGTERM
+
+
+@pytest.mark.parametrize("style", ["with", "plain"])
+def test_sigint_finishes_failed_then_exits_as_interrupted(tmp_path: Path, style: str) -> None:
+    """Ctrl-C: KeyboardInterrupt inside the with block (or uncaught, finished at exit) -> FAILED, exit by SIGINT."""
+    loop = """
+        print("ready", flush=True)
+        while True:
+            monitor.log_metrics({"loss": 1.0})
+            time.sleep(0.01)
+    """
+    if style == "with":
+        body = 'with TrainingMonitor("exp", port=0, gpu=False, system=False) as monitor:\n' \
+               '    monitor.on_finish.append(record)\n' + textwrap.indent(textwrap.dedent(loop), "    ")
+    else:
+        body = 'monitor = TrainingMonitor("exp", port=0, gpu=False, system=False)\n' \
+               'monitor.on_finish.append(record)\n' + textwrap.dedent(loop)
+    child = run_child(tmp_path, body)
+    assert child.stdout.readline().strip() == "ready"
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=30)
+    assert (tmp_path / "status").read_text() == "FAILED", err
+    assert "KeyboardInterrupt" in err
+    assert child.returncode == -signal.SIGINT, err
 
 
 @pytest.mark.parametrize(("ending", "status"), [("pass", "COMPLETED"), ("raise SystemExit(0)", "COMPLETED"),
