@@ -127,6 +127,15 @@ class RunCreate(BaseModel):
                Annotated[str, Field(max_length=1024)]] | None = None
 
 
+class EndpointOut(BaseModel):
+    """One rank's exporter endpoint (what `/api/sd` gives Prometheus)."""
+
+    rank: int
+    url: str
+    host: str | None
+    updated_at: datetime
+
+
 class RunOut(BaseModel):
     run_id: str
     experiment_id: int
@@ -142,7 +151,8 @@ class RunOut(BaseModel):
     git_commit: str | None
     rank: int | None
     world_size: int | None
-    exporter_url: str | None
+    exporter_url: str | None = Field(description="rank 0's exporter endpoint, or the first one registered")
+    endpoints: list[EndpointOut] = Field(description="every rank's exporter endpoint, in rank order")
     params: dict[str, Any]
     tags: dict[str, str]
 

@@ -9,13 +9,14 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, joinedload, selectinload
 
-from ..models import Experiment, Run, RunTag
+from ..models import Experiment, Run, RunEndpoint, RunTag
 from .upsert import upsert_many
 
 
 def get_run(session: Session, run_id: str) -> Run | None:
     query = select(Run).where(Run.id == run_id).options(
-        selectinload(Run.tags), selectinload(Run.experiment).selectinload(Experiment.project))
+        selectinload(Run.tags), selectinload(Run.endpoints),
+        selectinload(Run.experiment).selectinload(Experiment.project))
     return session.scalar(query)
 
 
@@ -35,16 +36,25 @@ def runs_of_experiment(session: Session, experiment_id: int, limit: int | None =
                        offset: int = 0) -> list[Run]:
     """The experiment's runs in start order (a page of them when `limit` is given)."""
     query = select(Run).where(Run.experiment_id == experiment_id).order_by(Run.start_time, Run.id).options(
-        selectinload(Run.tags), selectinload(Run.experiment).selectinload(Experiment.project))
+        selectinload(Run.tags), selectinload(Run.endpoints),
+        selectinload(Run.experiment).selectinload(Experiment.project))
     if limit is not None:
         query = query.limit(limit).offset(offset)
     return list(session.scalars(query))
 
 
-def running_runs_with_exporter(session: Session) -> list[Run]:
-    query = select(Run).where(Run.status == "RUNNING", Run.exporter_url.is_not(None)).order_by(Run.id).options(
-        selectinload(Run.experiment).selectinload(Experiment.project))
+def running_runs_with_endpoints(session: Session) -> list[Run]:
+    """RUNNING runs that have at least one registered exporter endpoint, with their endpoints (rank order)."""
+    has_endpoint = select(RunEndpoint.run_id).where(RunEndpoint.run_id == Run.id).exists()
+    query = select(Run).where(Run.status == "RUNNING", has_endpoint).order_by(Run.id).options(
+        selectinload(Run.endpoints), selectinload(Run.experiment).selectinload(Experiment.project))
     return list(session.scalars(query))
+
+
+def register_endpoint(session: Session, run_id: str, rank: int, url: str, host: str | None, now: datetime) -> None:
+    """Record (or replace) the exporter endpoint of one rank of a run."""
+    row = {"run_id": run_id, "rank": rank, "url": url, "host": host, "updated_at": now}
+    upsert_many(session, RunEndpoint.__table__, [row], ["run_id", "rank"], ["url", "host", "updated_at"])
 
 
 def add_run(session: Session, run: Run) -> Run:

@@ -59,6 +59,7 @@ def _create_or_join(body: RunCreate, session: Session, principal: auth.Principal
                                 f"run_id: run {run_id!r} belongs to experiment {existing.experiment.name!r}")
         run_repo.lock(session, existing)  # PostgreSQL: transitions see the latest status
         resumed = _resume(existing)
+        _register_endpoint(session, existing, body)
         if body.tags:
             run_repo.set_tags(session, run_id, body.tags)
         answer = _commit_and_show(session, run_id)
@@ -68,10 +69,11 @@ def _create_or_join(body: RunCreate, session: Session, principal: auth.Principal
         response.status_code = status.HTTP_200_OK
         return answer
     now = utcnow()
-    run_repo.add_run(session, Run(
+    run = run_repo.add_run(session, Run(
         id=run_id, experiment_id=experiment.id, status=RunStatus.RUNNING.value, start_time=now, last_heartbeat=now,
         host=body.host, pid=body.pid, command=body.command, git_commit=body.git_commit, rank=body.rank,
         world_size=body.world_size, exporter_url=body.exporter_url, params=body.params or {}))
+    _register_endpoint(session, run, body)
     if body.tags:
         run_repo.set_tags(session, run_id, body.tags)
     answer = _commit_and_show(session, run_id)
@@ -127,6 +129,17 @@ def post_tags(body: TagsIn, run: WritableRun, session: SessionDep) -> RunOut:
     """Set tags (a key given again gets the new value; other tags stay)."""
     run_repo.set_tags(session, run.id, body.tags)
     return _commit_and_show(session, run.id)
+
+
+def _register_endpoint(session: Session, run: Run, body: RunCreate) -> None:
+    """Record this rank's exporter endpoint (a rank without a number is rank 0); the run's own `exporter_url`
+    stays rank 0's, or the first one registered."""
+    if body.exporter_url is None:
+        return
+    rank = body.rank or 0
+    run_repo.register_endpoint(session, run.id, rank, body.exporter_url, body.host, utcnow())
+    if rank == 0 or run.exporter_url is None:
+        run.exporter_url = body.exporter_url
 
 
 def _resume(run: Run) -> bool:

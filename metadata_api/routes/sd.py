@@ -1,4 +1,5 @@
-"""Prometheus HTTP service discovery (`http_sd_configs`): the exporter endpoints of RUNNING runs.
+"""Prometheus HTTP service discovery (`http_sd_configs`): every registered exporter endpoint (one per rank) of
+RUNNING runs, one target group per endpoint.
 
 Each target group carries `run_id`, `experiment`, `project`, `rank` (and `__metrics_path__`/`__scheme__`
 from the registered URL). The exporter puts the same run labels on its series, so the scrape job should set
@@ -13,7 +14,7 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Request
 
 from ..deps import PrincipalDep, SessionDep, refresh_if_stale
-from ..models import Run
+from ..models import Run, RunEndpoint
 from ..repositories import runs as run_repo
 
 router = APIRouter(prefix="/api", tags=["service discovery"])
@@ -21,23 +22,24 @@ router = APIRouter(prefix="/api", tags=["service discovery"])
 
 @router.get("/sd")
 def service_discovery(request: Request, session: SessionDep, principal: PrincipalDep) -> list[dict[str, Any]]:
-    runs = run_repo.running_runs_with_exporter(session)
+    runs = run_repo.running_runs_with_endpoints(session)
     if refresh_if_stale(request, session, runs):
-        runs = run_repo.running_runs_with_exporter(session)
+        runs = run_repo.running_runs_with_endpoints(session)
     if not principal.open:
         runs = [run for run in runs if run.experiment.project_id == principal.project_id]
-    return [group for group in map(target_group, runs) if group is not None]
+    groups = (target_group(run, endpoint) for run in runs for endpoint in run.endpoints)
+    return [group for group in groups if group is not None]
 
 
-def target_group(run: Run) -> dict[str, Any] | None:
-    """The http_sd target group of one run, or None when its exporter URL has no host."""
-    url = urlsplit(run.exporter_url or "")
+def target_group(run: Run, endpoint: RunEndpoint) -> dict[str, Any] | None:
+    """The http_sd target group of one rank's endpoint, or None when its URL has no host."""
+    url = urlsplit(endpoint.url)
     if not url.hostname:
         return None
     port = url.port or (443 if url.scheme == "https" else 80)
     host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
     labels = {"run_id": run.id, "experiment": run.experiment.name, "project": run.experiment.project.name,
-              "rank": "" if run.rank is None else str(run.rank)}
+              "rank": str(endpoint.rank)}
     if url.path and url.path != "/metrics":
         labels["__metrics_path__"] = url.path
     if url.scheme == "https":

@@ -1,11 +1,12 @@
 """HTTP service discovery end to end: a real Prometheus with `http_sd_configs` pointing at a live uvicorn of the
-API discovers the exporter a run registered, scrapes it, and drops it when the run ends."""
+API discovers the exporter a run registered (every rank's, for a DDP run), scrapes it, and drops it when the run
+ends."""
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -33,19 +34,31 @@ def live_api(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def exporter() -> Iterator[str]:
-    """A small real /metrics server (prometheus_client) standing in for a trainer's exporter."""
-    registry = CollectorRegistry()
-    Gauge("trainmon_sd_probe", "Set by the test; proves the discovered target was scraped.",
-          registry=registry).set(42)
-    port = free_port()
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+def start_exporter() -> Iterator[Callable[[float], str]]:
+    """`start_exporter(value)`: a small real /metrics server (prometheus_client) standing in for a trainer's
+    exporter, its `trainmon_sd_probe` gauge set to `value`; its URL. All are stopped at teardown."""
+    servers = []
+
+    def start(value: float) -> str:
+        registry = CollectorRegistry()
+        Gauge("trainmon_sd_probe", "Set by the test; proves the discovered target was scraped.",
+              registry=registry).set(value)
+        port = free_port()
+        servers.append(start_http_server(port, addr="127.0.0.1", registry=registry))
+        return f"http://127.0.0.1:{port}/metrics"
+
     try:
-        yield f"http://127.0.0.1:{port}/metrics"
+        yield start
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+        for server, thread in servers:
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
+
+
+@pytest.fixture
+def exporter(start_exporter: Callable[[float], str]) -> str:
+    return start_exporter(42)
 
 
 def sd_job(api_url: str) -> str:
@@ -66,3 +79,20 @@ def test_prometheus_discovers_scrapes_and_forgets_a_registered_exporter(live_api
                              timeout=10).status_code == 200
         wait_until(lambda: not [t for t in prometheus.targets() if t["labels"].get("run_id") == "sd-run-1"],
                    timeout=60, what="the finished run's target to disappear")
+
+
+def test_prometheus_discovers_and_scrapes_every_rank_of_a_ddp_run(live_api: str,
+                                                                  start_exporter: Callable[[float], str]) -> None:
+    """Two ranks of one run, each with its own real /metrics server, both register: both are scraped."""
+    for rank in (0, 1):
+        run = {"experiment": "ddp-demo", "project": "vision", "run_id": "ddp-run", "rank": rank, "world_size": 2,
+               "exporter_url": start_exporter(100 + rank)}
+        assert requests.post(f"{live_api}/api/runs", json=run, timeout=10).status_code == (201, 200)[rank]
+    with run_prometheus(prometheus_config(sd_job(live_api))) as prometheus:
+        result = prometheus.wait_for('trainmon_sd_probe{job="trainmon-runs", run_id="ddp-run"}', timeout=60,
+                                     predicate=lambda series: len(series) == 2)
+        scraped = {(s["metric"]["rank"], s["metric"]["experiment"], s["metric"]["project"], s["value"][1])
+                   for s in result}
+        assert scraped == {("0", "ddp-demo", "vision", "100"), ("1", "ddp-demo", "vision", "101")}
+        up = prometheus.query('up{job="trainmon-runs", run_id="ddp-run"}')
+        assert sorted((s["metric"]["rank"], s["value"][1]) for s in up) == [("0", "1"), ("1", "1")]
