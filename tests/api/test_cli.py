@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from support.procs import ManagedProcess, free_port, http_ok
+from support.api import run_api
+from support.procs import free_port
 
 TRAINMON = str(Path(sys.executable).with_name("trainmon"))
 
@@ -33,16 +34,9 @@ def trainmon(env: dict[str, str], cwd: Path, *args: str) -> subprocess.Completed
 
 @pytest.fixture
 def server(cli_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
-    """`trainmon serve` on 127.0.0.1 and a free port; its base URL."""
-    port = free_port()
-    process = ManagedProcess([TRAINMON, "serve", "--port", str(port)], tmp_path / "serve.log", env=cli_env,
-                             cwd=tmp_path)
-    url = f"http://127.0.0.1:{port}"
-    process.wait_ready(http_ok(f"{url}/healthz"), what="trainmon serve")
-    try:
+    """`trainmon serve` on 127.0.0.1 and a free port, over the commands' database; its base URL."""
+    with run_api(cli_env["DATABASE_URL"], tmp_path, command=(TRAINMON, "serve"), log_name="serve.log") as url:
         yield url
-    finally:
-        process.stop()
 
 
 def test_db_upgrade_migrates_an_empty_database(cli_env: dict[str, str], tmp_path: Path) -> None:

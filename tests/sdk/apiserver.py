@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from support.api import api_environment, start_api
 from support.procs import IN_CI, ManagedProcess, free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,21 +25,15 @@ class ApiServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.db_path = workdir / "trainmon.db"
-        self.env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port),
-                    "DATABASE_URL": f"sqlite:///{self.db_path}", "LOG_LEVEL": "WARNING",
-                    "HEARTBEAT_TIMEOUT_SECONDS": str(heartbeat_timeout), "CRASH_CHECK_INTERVAL_SECONDS": "0.5",
-                    "ARTIFACT_ROOT": str(workdir / "server-artifacts"), "PYTHONUNBUFFERED": "1", **settings}
+        self.env = api_environment(f"sqlite:///{self.db_path}", workdir, self.port,
+                                   HEARTBEAT_TIMEOUT_SECONDS=str(heartbeat_timeout), CRASH_CHECK_INTERVAL_SECONDS="0.5",
+                                   ARTIFACT_ROOT=str(workdir / "server-artifacts"), **settings)
         self.process: ManagedProcess | None = None
         self.starts = 0
 
     def start(self) -> None:
         self.starts += 1
-        self.process = ManagedProcess([sys.executable, "-m", "trainmon.metadata_api"],
-                                      self.workdir / f"api-{self.starts}.log", env=self.env, cwd=self.workdir)
-        self.process.wait_ready(self.ready, timeout=60, what="metadata API ready")
-
-    def ready(self) -> bool:
-        return requests.get(f"{self.url}/readyz", timeout=2).status_code == 200
+        self.process = start_api(self.env, self.workdir, self.port, log_name=f"api-{self.starts}.log")
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no flush, like a crashed host."""

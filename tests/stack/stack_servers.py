@@ -1,4 +1,4 @@
-"""The repository's stack configs rendered for tests (hosts, ports, intervals only) and the API as a real server.
+"""The repository's stack configs rendered for tests (hosts, ports, intervals only), and a JSON POST to the API.
 
 Nothing here forks a config: each function loads the file docker-compose.yml mounts, checks the jobs/receivers it
 expects are there, and rewrites addresses and timings so the real binaries run fast on 127.0.0.1.
@@ -6,20 +6,13 @@ expects are there, and rewrites addresses and timings so the real binaries run f
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import psycopg
 import requests
 import yaml
 from repo_files import PROMETHEUS_DIR, RULES_DIR, load_yaml
-from support.procs import ManagedProcess, free_port, http_ok
 
 DURATION = re.compile(r"(\d+)([smhd])")
 SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -76,37 +69,8 @@ def render_scaled_rules(out_dir: Path, factor: float, minimum_for: str = "1s") -
     return out_dir
 
 
-@contextlib.contextmanager
-def fresh_database(server_url: str) -> Iterator[str]:
-    """A new empty PostgreSQL database on the server of `server_url` (a postgresql+psycopg:// URL); dropped after."""
-    name = f"stack_{uuid.uuid4().hex[:12]}"
-    admin = server_url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield server_url.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@contextlib.contextmanager
-def run_api(database_url: str, workdir: Path, **env: str) -> Iterator[str]:
-    """The metadata API (`python -m trainmon.metadata_api`) on a free port; yields its base URL once /readyz."""
-    port = free_port()
-    environment = {**os.environ, "DATABASE_URL": database_url, "HOST": "127.0.0.1", "PORT": str(port),
-                   "ARTIFACT_ROOT": str(workdir / "artifacts"), "LOG_LEVEL": "WARNING", **env}
-    process = ManagedProcess([sys.executable, "-m", "trainmon.metadata_api"], workdir / "api.log",
-                             env=environment, cwd=workdir)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        process.wait_ready(http_ok(f"{url}/readyz"), timeout=60, what="metadata API ready")
-        yield url
-    finally:
-        process.stop()
-
-
 def api_post(url: str, path: str, body: dict) -> dict:
+    """POST `body` as JSON to the API at `url`; the answer's JSON (`{}` when empty), asserting a 2xx status."""
     response = requests.post(f"{url}{path}", json=body, timeout=10)
     assert response.status_code < 300, f"POST {path}: {response.status_code} {response.text}"
     return response.json() if response.content else {}

@@ -22,8 +22,9 @@ import psycopg
 import pytest
 import requests
 from repo_files import dashboards, panels
-from stack_servers import api_post, fresh_database, render_prometheus_config, run_api
-from support.procs import IN_CI, Prometheus, run_prometheus, run_pushgateway
+from stack_servers import api_post, render_prometheus_config
+from support.api import run_api
+from support.procs import IN_CI, Prometheus, fresh_postgres_database, run_prometheus, run_pushgateway
 
 pytestmark = pytest.mark.integration
 
@@ -87,7 +88,7 @@ def _simulated_run(postgres_url: str, workdir: Path) -> Iterator[SimulatedRun]:
 
     run_id = f"dash-{uuid.uuid4().hex[:8]}"
     with contextlib.ExitStack() as stack:
-        database_url = stack.enter_context(fresh_database(postgres_url))
+        database_url = stack.enter_context(fresh_postgres_database(postgres_url, prefix="stack"))
         api_url = stack.enter_context(run_api(database_url, workdir))
         pushgateway_url = stack.enter_context(run_pushgateway(workdir / "pushgateway"))
         monitors = [

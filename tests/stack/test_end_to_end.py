@@ -18,7 +18,8 @@ import pytest
 import yaml
 from repo_files import alertmanager_renderer
 from sinks import SlackSink, SmtpSink, run_slack_sink, run_smtp_sink
-from stack_servers import api_post, render_prometheus_config, render_scaled_rules, run_api
+from stack_servers import api_post, render_prometheus_config, render_scaled_rules
+from support.api import run_api
 from support.procs import run_alertmanager, run_prometheus, run_pushgateway, wait_until
 
 pytestmark = pytest.mark.integration
