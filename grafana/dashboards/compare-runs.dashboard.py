@@ -7,17 +7,14 @@ from trainmon_panels import (
     Trend,
     dashboard,
     experiment_variable,
+    key_variable,
     prom,
-    query_variable,
     row,
     run_variable,
     sql,
     table,
     timeseries,
 )
-
-key_variable = query_variable(
-    "key", 'label_values(trainmon_metric_value{experiment=~"$experiment", run_id=~"$run_id"}, key)', "Metric")
 
 # Long format (step, value, run_id) split into one series per run for the Trend panel.
 BY_STEP_SQL = (
@@ -31,7 +28,7 @@ dashboard = dashboard(
     title="Compare runs",
     description="Pick several runs: the same metric overlaid by time (Prometheus) and by step (metadata DB), "
                 "plus their parameters side by side.",
-    variables=[experiment_variable(multi=True), run_variable(multi=True), key_variable],
+    variables=[experiment_variable(multi=True), run_variable(multi=True), key_variable()],
     panels=[
         row("By step (metadata DB)"),
         Trend(title="$key by step", dataSource=POSTGRES, targets=[sql(BY_STEP_SQL)],

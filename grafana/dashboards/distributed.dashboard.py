@@ -1,6 +1,16 @@
 """Distributed: per-rank step time and rate, the straggler spread, and GPUs per node."""
 
-from trainmon_panels import RUN, dashboard, experiment_variable, prom, run_variable, stat, table, timeseries
+from trainmon_panels import (
+    RUN,
+    dashboard,
+    experiment_variable,
+    prom,
+    run_stat,
+    run_variable,
+    stat,
+    table,
+    timeseries,
+)
 
 dashboard = dashboard(
     uid="trainmon-distributed",
@@ -8,18 +18,15 @@ dashboard = dashboard(
     description="Ranks of the selected runs side by side: who is slow, and which node.",
     variables=[experiment_variable(), run_variable(multi=False)],
     panels=[
-        stat("Ranks reporting", prom(f"count by (run_id) (trainmon_run_info{{{RUN}}})", "{{run_id}}",
-                                     instant=True), decimals=0, width=6),
+        run_stat("Ranks reporting", f"count by (run_id) (trainmon_run_info{{{RUN}}})", decimals=0, width=6),
         stat("World size", prom(f"max by (run_id, world_size) (trainmon_run_info{{{RUN}}})", "{{world_size}}",
                                 instant=True), decimals=0, width=6),
-        stat("Step-time spread across ranks",
-             prom(f"run:trainmon_step_duration_seconds:spread_ratio5m{{{RUN}}}", "{{run_id}}", instant=True),
-             unit="percentunit", width=6,
-             description="(slowest - fastest rank) / median rank, 5-minute means. TrainmonStragglerRank fires when "
-                         "a rank is 25% above the median for 10 minutes."),
-        stat("Median rank step time",
-             prom(f"run:trainmon_step_duration_seconds:median_over_ranks5m{{{RUN}}}", "{{run_id}}", instant=True),
-             unit="s", width=6),
+        run_stat("Step-time spread across ranks", f"run:trainmon_step_duration_seconds:spread_ratio5m{{{RUN}}}",
+                 unit="percentunit", width=6,
+                 description="(slowest - fastest rank) / median rank, 5-minute means. TrainmonStragglerRank fires "
+                             "when a rank is 25% above the median for 10 minutes."),
+        run_stat("Median rank step time", f"run:trainmon_step_duration_seconds:median_over_ranks5m{{{RUN}}}",
+                 unit="s", width=6),
         timeseries("Step time per rank (1m mean)",
                    prom(f"rank:trainmon_step_duration_seconds:mean1m{{{RUN}}}", "rank {{rank}}"), unit="s"),
         timeseries("Step time relative to the median rank",

@@ -6,17 +6,15 @@ from trainmon_panels import (
     dashboard,
     experiment_variable,
     prom,
-    query_variable,
     row,
+    run_label_variable,
+    run_stat,
     run_variable,
-    stat,
     timeseries,
 )
 
 GPU = f'{RUN}, gpu=~"$gpu"'
-gpu_variable = query_variable(
-    "gpu", 'label_values(trainmon_gpu_info{experiment=~"$experiment", run_id=~"$run_id"}, gpu)', "GPU",
-    multi=True, include_all=True)
+gpu_variable = run_label_variable("gpu", "trainmon_gpu_info", "gpu", "GPU", multi=True, include_all=True)
 
 dashboard = dashboard(
     uid="trainmon-gpu-system",
@@ -24,14 +22,13 @@ dashboard = dashboard(
     description="Per-GPU health and efficiency of the selected runs, and the host and trainer process.",
     variables=[experiment_variable(), run_variable(), gpu_variable],
     panels=[
-        stat("SM activity (run avg)", prom(f"run:trainmon_gpu_sm_active_ratio:avg{{{RUN}}}", "{{run_id}}",
-                                           instant=True), unit="percentunit", width=6),
-        stat("Tensor activity (run avg)", prom(f"run:trainmon_gpu_tensor_active_ratio:avg{{{RUN}}}", "{{run_id}}",
-                                               instant=True), unit="percentunit", width=6),
-        stat("Utilization (run avg)", prom(f"run:trainmon_gpu_utilization_ratio:avg{{{RUN}}}", "{{run_id}}",
-                                           instant=True), unit="percentunit", width=6),
-        stat("GPU power (run total)", prom(f"run:trainmon_gpu_power_watts:sum{{{RUN}}}", "{{run_id}}",
-                                           instant=True), unit="watt", width=6),
+        run_stat("SM activity (run avg)", f"run:trainmon_gpu_sm_active_ratio:avg{{{RUN}}}", unit="percentunit",
+                 width=6),
+        run_stat("Tensor activity (run avg)", f"run:trainmon_gpu_tensor_active_ratio:avg{{{RUN}}}",
+                 unit="percentunit", width=6),
+        run_stat("Utilization (run avg)", f"run:trainmon_gpu_utilization_ratio:avg{{{RUN}}}", unit="percentunit",
+                 width=6),
+        run_stat("GPU power (run total)", f"run:trainmon_gpu_power_watts:sum{{{RUN}}}", unit="watt", width=6),
         row("GPU"),
         timeseries("Utilization vs SM / tensor activity",
                    prom(f"trainmon_gpu_utilization_ratio{{{GPU}}}", "util r{{rank}} gpu{{gpu}}"),

@@ -4,39 +4,32 @@ from trainmon_panels import (
     RUN,
     dashboard,
     experiment_variable,
+    key_variable,
     prom,
-    query_variable,
     row,
+    run_stat,
     run_variable,
     sql,
-    stat,
     table,
     timeseries,
 )
-
-key_variable = query_variable(
-    "key", 'label_values(trainmon_metric_value{experiment=~"$experiment", run_id=~"$run_id"}, key)', "Metric",
-    multi=True, include_all=True)
 
 dashboard = dashboard(
     uid="trainmon-overview",
     title="Training overview",
     description="Loss and logged metrics, step rate, throughput, status and checkpoints of the selected runs.",
-    variables=[experiment_variable(), run_variable(), key_variable],
+    variables=[experiment_variable(), run_variable(), key_variable(multi=True)],
     panels=[
-        stat("Current step", prom(f"max by (run_id) (trainmon_step{{{RUN}}})", "{{run_id}}", instant=True),
-             decimals=0),
-        stat("Epoch", prom(f"max by (run_id) (trainmon_epoch{{{RUN}}})", "{{run_id}}", instant=True), decimals=0),
-        stat("Steps/s", prom(f"run:trainmon_steps:rate1m{{{RUN}}}", "{{run_id}}", instant=True), decimals=2),
-        stat("Time since last step",
-             prom(f"time() - max by (run_id) (trainmon_last_log_timestamp_seconds{{{RUN}}})", "{{run_id}}",
-                  instant=True), unit="s",
-             description="Seconds since the last log_metrics call; TrainmonTrainingStalled fires after 10 minutes."),
-        stat("Checkpoints", prom(f"sum by (run_id) (trainmon_checkpoints_total{{{RUN}}})", "{{run_id}}",
-                                 instant=True), decimals=0),
-        stat("Since last checkpoint",
-             prom(f"time() - max by (run_id) (trainmon_last_checkpoint_timestamp_seconds{{{RUN}}})", "{{run_id}}",
-                  instant=True), unit="s"),
+        run_stat("Current step", f"max by (run_id) (trainmon_step{{{RUN}}})", decimals=0),
+        run_stat("Epoch", f"max by (run_id) (trainmon_epoch{{{RUN}}})", decimals=0),
+        run_stat("Steps/s", f"run:trainmon_steps:rate1m{{{RUN}}}", decimals=2),
+        run_stat("Time since last step", f"time() - max by (run_id) (trainmon_last_log_timestamp_seconds{{{RUN}}})",
+                 unit="s",
+                 description="Seconds since the last log_metrics call; TrainmonTrainingStalled fires after 10 "
+                             "minutes."),
+        run_stat("Checkpoints", f"sum by (run_id) (trainmon_checkpoints_total{{{RUN}}})", decimals=0),
+        run_stat("Since last checkpoint",
+                 f"time() - max by (run_id) (trainmon_last_checkpoint_timestamp_seconds{{{RUN}}})", unit="s"),
         table("Run status (metadata DB)", sql(
             "SELECT r.id AS run_id, e.name AS experiment, r.status, r.start_time, r.end_time, r.host,"
             " r.world_size, r.git_commit\n"

@@ -69,6 +69,18 @@ def run_variable(multi: bool = True) -> Template:
                           multi=multi, include_all=False)
 
 
+def run_label_variable(name: str, metric: str, label: str, title: str, multi: bool = False,
+                       include_all: bool = False) -> Template:
+    """A variable over the values of `label` on `metric` within the selected experiments and runs."""
+    return query_variable(name, f"label_values({metric}{{{RUN}}}, {label})", title, multi=multi,
+                          include_all=include_all)
+
+
+def key_variable(multi: bool = False) -> Template:
+    """`$key`: the metric keys the selected runs logged (with "All" when `multi`)."""
+    return run_label_variable("key", "trainmon_metric_value", "key", "Metric", multi=multi, include_all=multi)
+
+
 def timeseries(title: str, *targets: Target, unit: str = "", description: str = "", width: int = 12,
                height: int = 8, **extra: object) -> TimeSeries:
     return TimeSeries(title=title, targets=list(targets), unit=unit, description=description,
@@ -80,6 +92,11 @@ def stat(title: str, target: Target, unit: str = "", description: str = "", widt
          decimals: int | None = None) -> Stat:
     return Stat(title=title, targets=[target], format=unit, description=description, dataSource=PROMETHEUS,
                 reduceCalc="lastNotNull", decimals=decimals, gridPos=GridPos(h=4, w=width, x=0, y=0))
+
+
+def run_stat(title: str, expr: str, **options: object) -> Stat:
+    """A stat of an instant query with one value per run, labelled by run_id; `options` as for `stat`."""
+    return stat(title, prom(expr, "{{run_id}}", instant=True), **options)
 
 
 def table(title: str, target: Target, description: str = "", width: int = 12, height: int = 8,
