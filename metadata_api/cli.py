@@ -4,7 +4,7 @@
     trainmon db upgrade                                  apply the migrations (alembic upgrade head)
     trainmon db current                                  print the database's migration revision
     trainmon token create --project P --scope write      print a new API token once (only its hash is stored)
-    trainmon prune [--days D] [--batch-size N]           delete metric points older than D days
+    trainmon prune [--days D] [--batch-size N]           delete metric points (and ingest records) older than D days
 
 Every command reads the settings from the environment and `.env` (DATABASE_URL, ...); `--database-url`
 overrides DATABASE_URL.
@@ -25,7 +25,7 @@ from . import migrations
 from .auth import BindNotAllowed, create_token
 from .db import make_engine, write_sessions
 from .models import TokenScope
-from .services.retention import prune_metric_points
+from .services import retention
 from .settings import Settings
 
 
@@ -57,7 +57,8 @@ def add_commands(subparsers: Any) -> None:
     _database_option(create)
     create.set_defaults(func=_guarded(_token_create))
 
-    prune = subparsers.add_parser("prune", help="delete metric points older than the retention period")
+    prune = subparsers.add_parser("prune", help="delete metric points and ingest records older than the retention "
+                                                "period")
     prune.add_argument("--days", type=float, help="retention in days (default: METRICS_RETENTION_DAYS)")
     prune.add_argument("--batch-size", type=int, help="rows a transaction (default: PRUNE_BATCH_SIZE)")
     _database_option(prune)
@@ -149,8 +150,9 @@ def _prune(args: argparse.Namespace) -> int:
         return _fail(f"--days must be > 0, got {days}")
     engine = _migrated_engine(settings)
     try:
-        deleted = prune_metric_points(write_sessions(engine), days, batch_size)
+        pruned = retention.prune(write_sessions(engine), days, batch_size)
     finally:
         engine.dispose()
-    print(f"pruned {deleted} metric points older than {days:g} days")
+    print(f"pruned {pruned.metric_points} metric points and {pruned.ingest_batches} ingest records older than "
+          f"{days:g} days")
     return 0

@@ -164,6 +164,7 @@ class IngestBatch(Base):
     """A client batch id already stored for a run (`kind` = metrics or logs): a replay stores nothing."""
 
     __tablename__ = "ingest_batches"
+    __table_args__ = (Index("ix_ingest_batches_created_at", "created_at"),)  # retention finds old records
 
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16), primary_key=True)

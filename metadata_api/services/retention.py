@@ -1,8 +1,10 @@
-"""Retention: metric points older than METRICS_RETENTION_DAYS (by their `wall_time`) are deleted.
+"""Retention: metric points older than METRICS_RETENTION_DAYS (by their `wall_time`) are deleted, and so are the
+ingest idempotency records (`ingest_batches`, by their `created_at`) older than the same window (a batch replayed
+after that long is stored again; its points are upserted by their natural key, so nothing doubles).
 
 Deletion runs in bounded batches, each its own short write transaction (PRUNE_BATCH_SIZE rows found through
-the `wall_time` index), with a short pause between batches: on SQLite a writer waits for at most one batch,
-never for the whole prune. Runs from `trainmon prune` and from a periodic job in the app (`retention_job`,
+the `wall_time` / `created_at` index), with a short pause between batches: on SQLite a writer waits for at most
+one batch, never for the whole prune. Runs from `trainmon prune` and from a periodic job in the app (`retention_job`,
 every RETENTION_INTERVAL_SECONDS).
 """
 
@@ -11,14 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from typing import Any, NamedTuple
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, tuple_
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from ..models import MetricPoint
+from ..models import IngestBatch, MetricPoint
 
 log = logging.getLogger("trainmon.metadata_api.retention")
 SECONDS_PER_DAY = 86_400
@@ -29,37 +32,80 @@ def cutoff_time(retention_days: float, now: float | None = None) -> float:
     return (time.time() if now is None else now) - retention_days * SECONDS_PER_DAY
 
 
+class Pruned(NamedTuple):
+    """How many rows one retention pass deleted."""
+
+    metric_points: int
+    ingest_batches: int
+
+
 def prune_metric_points(write_sessions: Callable[[], Session], retention_days: float, batch_size: int,
                         now: float | None = None, pause_seconds: float = 0.01) -> int:
     """Delete points with `wall_time` older than `retention_days`, `batch_size` rows a transaction; the count."""
+    cutoff = cutoff_time(retention_days, now)
+
+    def delete_batch(session: Session) -> int:
+        ids = list(session.scalars(select(MetricPoint.id).where(MetricPoint.wall_time < cutoff).limit(batch_size)))
+        if ids:
+            session.execute(delete(MetricPoint).where(MetricPoint.id.in_(ids)))
+        return len(ids)
+
+    return _delete_in_batches(write_sessions, delete_batch, batch_size, pause_seconds)
+
+
+def prune_ingest_batches(write_sessions: Callable[[], Session], retention_days: float, batch_size: int,
+                         now: float | None = None, pause_seconds: float = 0.01) -> int:
+    """Delete idempotency records created more than `retention_days` ago, `batch_size` a transaction; the count."""
+    cutoff = datetime.fromtimestamp(cutoff_time(retention_days, now), timezone.utc)
+    key = (IngestBatch.run_id, IngestBatch.kind, IngestBatch.batch_id)
+
+    def delete_batch(session: Session) -> int:
+        keys: Sequence[Any] = session.execute(select(*key).where(IngestBatch.created_at < cutoff)
+                                              .limit(batch_size)).all()
+        if keys:
+            session.execute(delete(IngestBatch).where(tuple_(*key).in_([tuple(row) for row in keys])))
+        return len(keys)
+
+    return _delete_in_batches(write_sessions, delete_batch, batch_size, pause_seconds)
+
+
+def prune(write_sessions: Callable[[], Session], retention_days: float, batch_size: int,
+          now: float | None = None, pause_seconds: float = 0.01) -> Pruned:
+    """One retention pass: old metric points, then old ingest records."""
+    return Pruned(prune_metric_points(write_sessions, retention_days, batch_size, now, pause_seconds),
+                  prune_ingest_batches(write_sessions, retention_days, batch_size, now, pause_seconds))
+
+
+def _delete_in_batches(write_sessions: Callable[[], Session], delete_batch: Callable[[Session], int],
+                       batch_size: int, pause_seconds: float) -> int:
+    """Run `delete_batch` (deletes at most `batch_size` rows; their count) in its own transaction until a batch
+    comes back short; the total."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    cutoff = cutoff_time(retention_days, now)
     deleted = 0
     while True:
         with write_sessions() as session:
-            ids = list(session.scalars(select(MetricPoint.id).where(MetricPoint.wall_time < cutoff)
-                                       .limit(batch_size)))
-            if ids:
-                session.execute(delete(MetricPoint).where(MetricPoint.id.in_(ids)))
+            count = delete_batch(session)
             session.commit()
-        deleted += len(ids)
-        if len(ids) < batch_size:
+        deleted += count
+        if count < batch_size:
             return deleted
         time.sleep(pause_seconds)  # let queued writers take the lock between batches
 
 
 async def retention_job(app: Any) -> None:
-    """Every RETENTION_INTERVAL_SECONDS, prune old metric points (errors are counted and logged, never fatal)."""
+    """Every RETENTION_INTERVAL_SECONDS, prune old metric points and ingest records (errors are counted and
+    logged, never fatal)."""
     settings = app.state.settings
     while True:
         await asyncio.sleep(settings.retention_interval_seconds)
         try:
-            deleted = await asyncio.to_thread(prune_metric_points, app.state.write_sessions,
-                                              settings.metrics_retention_days, settings.prune_batch_size)
+            pruned = await asyncio.to_thread(prune, app.state.write_sessions, settings.metrics_retention_days,
+                                             settings.prune_batch_size)
         except SQLAlchemyError as error:
             app.state.metrics.db_errors.inc()
             log.warning("retention prune failed: %s", error)
             continue
-        if deleted:
-            log.info("pruned %d metric points older than %s days", deleted, settings.metrics_retention_days)
+        if any(pruned):
+            log.info("pruned %d metric points and %d ingest records older than %s days", pruned.metric_points,
+                     pruned.ingest_batches, settings.metrics_retention_days)

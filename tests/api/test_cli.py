@@ -94,8 +94,8 @@ def test_serve_answers_and_prune_deletes_only_old_points(server: str, cli_env: d
     assert answer.json() == {"accepted": 30, "duplicate": False}
     result = trainmon(cli_env, tmp_path, "prune", "--days", "30", "--batch-size", "7")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "pruned 25 metric points older than 30 days"
+    assert result.stdout.strip() == "pruned 25 metric points and 0 ingest records older than 30 days"
     left = requests.get(f"{server}/api/runs/cli-run/metrics/loss", timeout=10).json()["points"]
     assert [p["step"] for p in left] == [100, 101, 102, 103, 104]
     again = trainmon(cli_env, tmp_path, "prune", "--days", "30")
-    assert again.stdout.strip() == "pruned 0 metric points older than 30 days"
+    assert again.stdout.strip() == "pruned 0 metric points and 0 ingest records older than 30 days"

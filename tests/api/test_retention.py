@@ -1,17 +1,21 @@
 """Retention: points older than METRICS_RETENTION_DAYS go (in bounded batches), newer ones stay, from the function,
-from the app's periodic job; a writer keeps writing while a large prune runs."""
+from the app's periodic job; a writer keeps writing while a large prune runs. Ingest idempotency records older
+than the window go the same way."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 
 from fastapi.testclient import TestClient
-from sqlalchemy import event
+from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from support.procs import wait_until
-from trainmon.metadata_api.services.retention import prune_metric_points
+from trainmon.metadata_api.db import utcnow
+from trainmon.metadata_api.models import IngestBatch
+from trainmon.metadata_api.services.retention import Pruned, prune, prune_ingest_batches, prune_metric_points
 
 DAY = 86_400.0
 
@@ -55,12 +59,55 @@ def test_prune_deletes_old_points_in_bounded_batches(api: TestClient,
     assert prune_metric_points(session_factory, retention_days=30, batch_size=7) == 0
 
 
-def test_the_app_prunes_periodically(make_api: Callable[..., TestClient]) -> None:
+def age_batches(session_factory: sessionmaker[Session], batch_ids: list[str], age_days: float) -> None:
+    with session_factory() as session:
+        session.execute(update(IngestBatch).where(IngestBatch.batch_id.in_(batch_ids))
+                        .values(created_at=utcnow() - timedelta(days=age_days)))
+        session.commit()
+
+
+def batch_ids_left(session_factory: sessionmaker[Session]) -> list[str]:
+    with session_factory() as session:
+        return sorted(session.scalars(select(IngestBatch.batch_id)))
+
+
+def test_prune_deletes_old_ingest_records_in_bounded_batches(api: TestClient,
+                                                             session_factory: sessionmaker[Session]) -> None:
+    start(api)
+    old = [f"old-{n}" for n in range(5)]
+    for batch_id in [*old, "edge", "new"]:
+        post(api, batch_id, aged(range(len(batch_id)), age_days=0, key=batch_id.replace("-", "_")))
+    answer = api.post("/api/runs/kept/logs", json={"batch_id": "old-logs", "lines": [
+        {"time": "2026-01-01T00:00:00Z", "level": "INFO", "message": "hello"}]})
+    assert answer.status_code == 200, answer.text
+    age_batches(session_factory, [*old, "old-logs"], age_days=31)
+    age_batches(session_factory, ["edge"], age_days=29.9)
+    deletes: list[int] = []
+    engine = session_factory.kw["bind"]
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def count_deletes(_conn, cursor, statement, *_args) -> None:  # noqa: ANN001
+        if statement.lstrip().upper().startswith("DELETE"):
+            deletes.append(cursor.rowcount)
+
+    assert prune_ingest_batches(session_factory, retention_days=30, batch_size=4, pause_seconds=0) == 6
+    assert deletes == [4, 2]
+    assert batch_ids_left(session_factory) == ["edge", "new"]
+    assert prune(session_factory, retention_days=30, batch_size=4) == Pruned(metric_points=0, ingest_batches=0)
+    replay = api.post("/api/runs/kept/metrics", json={"batch_id": "new", "points": aged(range(1), 0, key="new")})
+    assert replay.json()["duplicate"] is True  # records inside the window still guard against replays
+
+
+def test_the_app_prunes_periodically(make_api: Callable[..., TestClient],
+                                    session_factory: sessionmaker[Session]) -> None:
     api = make_api(retention_interval_seconds=0.2, metrics_retention_days=1)
     start(api)
     post(api, "old", aged(range(0, 10), age_days=2))
     post(api, "new", aged(range(10, 12), age_days=0))
-    wait_until(lambda: steps_left(api) == [10, 11], timeout=20, what="the retention job to prune")
+    age_batches(session_factory, ["old"], age_days=2)
+    wait_until(lambda: steps_left(api) == [10, 11], timeout=20, what="the retention job to prune points")
+    wait_until(lambda: batch_ids_left(session_factory) == ["new"], timeout=20,
+               what="the retention job to prune ingest records")
 
 
 def test_a_writer_is_not_locked_out_during_a_large_prune(api: TestClient,

@@ -1,4 +1,5 @@
-"""run_endpoints: one exporter endpoint per (run, rank), for per-rank service discovery
+"""run_endpoints: one exporter endpoint per (run, rank), for per-rank service discovery; an index on
+ingest_batches.created_at, for retention
 
 Revision ID: 0002
 Revises: 0001
@@ -34,7 +35,11 @@ def upgrade() -> None:
         "INSERT INTO run_endpoints (run_id, rank, url, host, updated_at) "
         "SELECT id, COALESCE(rank, 0), exporter_url, host, last_heartbeat FROM runs WHERE exporter_url IS NOT NULL"
     )
+    with op.batch_alter_table("ingest_batches", schema=None) as batch_op:
+        batch_op.create_index("ix_ingest_batches_created_at", ["created_at"], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("ingest_batches", schema=None) as batch_op:
+        batch_op.drop_index("ix_ingest_batches_created_at")
     op.drop_table("run_endpoints")
