@@ -77,15 +77,15 @@ def _plain_name(value: str) -> str:
     return value
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """Nested JSON with non-finite floats as the contract's strings (JSON itself has no NaN; PostgreSQL's json
     type rejects it), as the exporter's `json_safe` sends them."""
     if isinstance(value, float) and not math.isfinite(value):
         return metric_value_json(value)
     if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
+        return {key: json_safe(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_json_safe(item) for item in value]
+        return [json_safe(item) for item in value]
     return value
 
 
@@ -94,7 +94,7 @@ MetricKey = Annotated[str, Field(min_length=1, max_length=NAME_LENGTH), AfterVal
 RunId = Annotated[str, Field(min_length=1, max_length=RUN_ID_LENGTH), AfterValidator(_run_id)]
 Name = Annotated[str, Field(min_length=1, max_length=NAME_LENGTH), AfterValidator(_plain_name)]
 BatchId = Annotated[str, Field(min_length=1, max_length=NAME_LENGTH)]
-JsonObject = Annotated[dict[str, Any], AfterValidator(_json_safe)]  # params, metrics at save time, metadata
+JsonObject = Annotated[dict[str, Any], AfterValidator(json_safe)]  # params, metrics at save time, metadata
 
 
 class Page(BaseModel, Generic[T]):

@@ -22,7 +22,7 @@ from ..db import utcnow
 from ..deps import ReadableRun, SessionDep, SettingsDep, WritableRun
 from ..models import Artifact
 from ..repositories import records
-from ..schemas import Page
+from ..schemas import Page, json_safe
 from ..services import artifact_store
 from .experiments import Limit, Offset
 
@@ -119,4 +119,4 @@ def _metadata(text: str | None) -> dict[str, Any]:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"metadata: not valid JSON ({error})") from error
     if not isinstance(value, dict):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "metadata: must be a JSON object")
-    return value
+    return json_safe(value)  # NaN/Infinity as the contract's strings, as JsonObject fields store them

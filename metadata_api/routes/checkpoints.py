@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..deps import ReadableExperiment, SessionDep, WritableRun
 from ..models import Checkpoint
 from ..repositories import records
-from ..schemas import Page, RunId
+from ..schemas import JsonObject, Page, RunId
 from ..services.artifact_store import BadName, check_name
 from .experiments import Limit, Offset
 
@@ -32,7 +32,7 @@ class CheckpointIn(BaseModel):
     uri: str = Field(min_length=1, max_length=2048)
     size_bytes: int = Field(ge=0)
     sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
-    metrics: dict[str, Any] | None = None
+    metrics: JsonObject | None = None  # non-finite values are stored as "NaN", "Infinity", "-Infinity"
 
 
 class CheckpointOut(BaseModel):

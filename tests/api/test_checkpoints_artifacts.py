@@ -47,6 +47,28 @@ def test_register_checkpoints_and_list_models(api: TestClient, experiment_id: in
     assert [m["name"] for m in page["items"]] == ["step-200.pt"] and page["total"] == 2
 
 
+def test_non_finite_checkpoint_metrics_are_stored_as_strings(api: TestClient, experiment_id: int) -> None:
+    """Metrics at save time may be NaN/Infinity (a diverged run); JSON's bare tokens and the contract's strings
+    both store (PostgreSQL's json type rejects bare NaN) and read back as the contract's strings."""
+    nan, inf = float("nan"), float("inf")
+    metrics = {"loss": nan, "grad": {"max": inf, "min": -inf}, "acc": "NaN", "n": [1.5, nan]}
+    body = json.dumps(checkpoint("diverged.pt", metrics=metrics))  # bare NaN / Infinity tokens
+    assert "NaN" in body and "Infinity" in body
+    answer = api.post("/api/runs/run-1/checkpoints", content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 201, answer.text
+    expected = {"loss": "NaN", "grad": {"max": "Infinity", "min": "-Infinity"}, "acc": "NaN", "n": [1.5, "NaN"]}
+    assert answer.json()["metrics"] == expected
+    assert api.get(f"/api/models/{experiment_id}").json()["items"][0]["metrics"] == expected
+
+
+def test_non_finite_artifact_metadata_is_stored_as_strings(api: TestClient, experiment_id: int) -> None:
+    answer = upload(api, "hist.json", b"{}", kind="file", metadata='{"max": Infinity, "mean": NaN}')
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["metadata"] == {"max": "Infinity", "mean": "NaN"}
+    listed = api.get("/api/runs/run-1/artifacts").json()["items"]
+    assert [item["metadata"] for item in listed] == [{"max": "Infinity", "mean": "NaN"}]
+
+
 @pytest.mark.parametrize("name", ["../escape.pt", "dir/ckpt.pt", "dir\\ckpt.pt", "..", "a..b"])
 def test_checkpoint_names_with_paths_are_400(api: TestClient, experiment_id: int, name: str) -> None:
     answer = api.post("/api/runs/run-1/checkpoints", json=checkpoint(name))
