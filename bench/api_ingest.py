@@ -12,17 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import socket
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import requests
+from _common import alternating_rounds, metadata_api
 from trainmon.metadata_api import migrations
 from trainmon.metadata_api.db import encode_value, make_engine
 
@@ -38,34 +36,6 @@ def make_points(count: int) -> list[tuple[str, int, float, float]]:
         points.append((KEYS[index % len(KEYS)], step, math.exp(-step / 10_000) + (index % 7) * 1e-3,
                        1.7e9 + step * 0.05))
     return points
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(database: Path, workdir: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{database}", "LOG_LEVEL": "WARNING",
-           "ARTIFACT_ROOT": str(workdir)}
-    log = open(workdir / "server.log", "wb")  # noqa: SIM115 - lives as long as the server
-    process = subprocess.Popen([sys.executable, "-m", "trainmon.metadata_api", "--port", str(port)], env=env,
-                               cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited: {(workdir / 'server.log').read_text()[-2000:]}")
-        try:
-            if requests.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return process, url
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.1)
-    process.terminate()
-    raise RuntimeError("server did not become ready")
 
 
 def http_round(http: requests.Session, url: str, run_id: str, points: list, batch: int) -> float:
@@ -122,16 +92,12 @@ def main() -> int:
         engine = make_engine(f"sqlite:///{raw_db}")
         migrations.upgrade(engine)
         engine.dispose()
-        server, url = start_server(workdir / "api.db", workdir)
-        http_rates, raw_rates = [], []
-        try:
-            with requests.Session() as http:
-                for round_number in range(args.rounds):  # alternate, so both see the same machine load
-                    http_rates.append(http_round(http, url, f"http-{round_number}", points, args.batch))
-                    raw_rates.append(raw_round(raw_db, f"raw-{round_number}", points, args.batch))
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+        with metadata_api(f"sqlite:///{workdir / 'api.db'}", workdir, log_name="server.log") as url, \
+                requests.Session() as http:
+            rates = alternating_rounds(args.rounds, {
+                "http": lambda index: http_round(http, url, f"http-{index}", points, args.batch),
+                "raw": lambda index: raw_round(raw_db, f"raw-{index}", points, args.batch)})
+    http_rates, raw_rates = rates["http"], rates["raw"]
     http_rate, raw_rate = statistics.median(http_rates), statistics.median(raw_rates)
     ratio = http_rate / raw_rate
     print(f"http   median {http_rate:12,.0f} points/s  ({args.points} points, batches of {args.batch}, "

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import requests
+from _common import alternating_rounds, print_medians
 from trainmon.exporter import TrainingMonitor
 from trainmon.exporter.collectors.gpu import GpuCollector
 from trainmon.exporter.collectors.nvml_source import NvmlSource, ReplaySource
@@ -176,16 +177,15 @@ def main() -> None:
 
     print(f"loop: {loop}; {rounds} alternating rounds of {seconds:g} s; monitor = TrainingMonitor "
           f"(GPU {'replayed H200' if args.replay else 'NVML'} + system + process, log_metrics each step, 1 Hz scrape)")
-    results: dict[str, list[float]] = {mode: [] for mode in MODES}
     order = list(MODES)
-    for index in range(rounds):
-        rotated = order[index % len(order):] + order[:index % len(order)]
-        for mode in rotated:
-            results[mode].append(run_round(step, barrier, seconds, MODES[mode], args.replay))
+
+    def print_round(index: int, results: dict[str, list[float]]) -> None:
         print(f"  round {index + 1}: " + ", ".join(f"{mode} {results[mode][-1]:.0f}" for mode in order))
-    medians = {mode: statistics.median(values) for mode, values in results.items()}
-    for mode in order:
-        print(f"{mode:>7}: median {medians[mode]:8.1f} steps/s  ratio vs off {medians[mode] / medians['off']:.3f}")
+
+    results = alternating_rounds(
+        rounds, {mode: lambda _, interval=interval: run_round(step, barrier, seconds, interval, args.replay)
+                 for mode, interval in MODES.items()}, rotate=True, after_round=print_round)
+    medians = print_medians(results, floor="off", unit="steps/s")
 
     if args.replay:
         replay = ReplaySource(FIXTURE, position=10)

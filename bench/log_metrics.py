@@ -16,6 +16,7 @@ import threading
 import time
 
 import requests
+from _common import alternating_rounds, quantile
 from prometheus_client import CollectorRegistry, Gauge
 from trainmon.exporter import TrainingMonitor
 
@@ -27,11 +28,6 @@ def per_call_ns(call, batch: int) -> float:
     for _ in range(batch):
         call()
     return (time.perf_counter_ns() - started) / batch
-
-
-def quantile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def main() -> None:
@@ -60,18 +56,19 @@ def main() -> None:
     threading.Thread(target=scraper, daemon=True).start()
     metrics = dict(METRICS)
     log = monitor.log_metrics
-    gauge_ns: list[float] = []
-    monitor_ns: list[float] = []
-    step = 0
-    for _ in range(args.rounds):
-        gauge_ns.append(per_call_ns(four_sets_unrolled, args.batch))
 
-        def one_step() -> None:
-            log(metrics)
+    def one_step() -> None:
+        log(metrics)
 
-        monitor_ns.append(per_call_ns(one_step, args.batch))
-        step += args.batch
+    def monitor_round(_: int) -> float:
+        per_call = per_call_ns(one_step, args.batch)
         monitor.flush()  # untimed: a real step takes milliseconds, so the drain keeps up; here calls come ~2M/s
+        return per_call
+
+    per_call = alternating_rounds(args.rounds, {"gauge": lambda _: per_call_ns(four_sets_unrolled, args.batch),
+                                                "monitor": monitor_round})
+    gauge_ns, monitor_ns = per_call["gauge"], per_call["monitor"]
+    step = args.rounds * args.batch
     loop_ns = [per_call_ns(lambda: None, args.batch) for _ in range(args.rounds)]
     stop.set()
     monitor.flush()

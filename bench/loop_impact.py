@@ -14,43 +14,17 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one core of work per step, like a GPU-feeding loop
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
-import requests  # noqa: E402
+from _common import alternating_rounds, free_port, hanging_listener, metadata_api, quantile  # noqa: E402
 from trainmon.exporter import TrainingMonitor  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_api(workdir: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "DATABASE_URL": f"sqlite:///{workdir / 'b.db'}",
-           "LOG_LEVEL": "WARNING", "ARTIFACT_ROOT": str(workdir)}
-    process = subprocess.Popen([sys.executable, "-m", "trainmon.metadata_api"], env=env, cwd=workdir,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return process, url
-        except requests.RequestException:
-            time.sleep(0.1)
-    process.kill()
-    raise SystemExit("the metadata API did not start")
 
 
 def run_loop(steps: int, monitor: TrainingMonitor | None, work: np.ndarray) -> list[float]:
@@ -67,11 +41,6 @@ def run_loop(steps: int, monitor: TrainingMonitor | None, work: np.ndarray) -> l
     return times
 
 
-def quantile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3000)
@@ -81,27 +50,30 @@ def main() -> None:
     logging.getLogger("trainmon.exporter").setLevel(logging.ERROR)  # the down/hanging modes warn, as they should
     work = np.random.default_rng(0).random((args.size, args.size))
     workdir = Path(tempfile.mkdtemp(prefix="trainmon-bench-"))
-    api, url = start_api(workdir)
-    hole = socket.socket()
-    hole.bind(("127.0.0.1", 0))
-    hole.listen(1024)
-    urls = {"on (API up)": url, "on (API down)": f"http://127.0.0.1:{free_port()}",
-            "on (API hanging)": f"http://127.0.0.1:{hole.getsockname()[1]}"}
-    samples: dict[str, list[float]] = {"off": [], **{mode: [] for mode in urls}}
+    hole, hanging_url = hanging_listener()
+
+    def monitored(api_url: str) -> Callable[[int], list[float]]:
+        def one_round(round_index: int) -> list[float]:
+            monitor = TrainingMonitor("bench-loop", port=False, gpu=False, system=False, handle_signals=False,
+                                      env={}, api_url=api_url, spool_dir=str(workdir / f"spool-{round_index}"))
+            times = run_loop(args.steps, monitor, work)
+            monitor._sdk.config.flush_timeout = 2.0  # noqa: SLF001 - a bench: don't wait long at the end
+            monitor.finish()
+            return times
+
+        return one_round
+
     run_loop(args.steps, None, work)  # warm-up
     try:
-        for round_index in range(args.rounds):
-            samples["off"] += run_loop(args.steps, None, work)
-            for mode, api_url in urls.items():
-                monitor = TrainingMonitor("bench-loop", port=False, gpu=False, system=False, handle_signals=False,
-                                          env={}, api_url=api_url, spool_dir=str(workdir / f"spool-{round_index}"))
-                samples[mode] += run_loop(args.steps, monitor, work)
-                monitor._sdk.config.flush_timeout = 2.0  # noqa: SLF001 - a bench: don't wait long at the end
-                monitor.finish()
+        with metadata_api(f"sqlite:///{workdir / 'b.db'}", workdir) as url:
+            rounds = alternating_rounds(args.rounds, {
+                "off": lambda _: run_loop(args.steps, None, work),
+                "on (API up)": monitored(url),
+                "on (API down)": monitored(f"http://127.0.0.1:{free_port()}"),
+                "on (API hanging)": monitored(hanging_url)})
     finally:
-        api.kill()
-        api.wait()
         hole.close()
+    samples = {mode: [seconds for times in per_round for seconds in times] for mode, per_round in rounds.items()}
     floor50, floor99 = quantile(samples["off"], 0.5), quantile(samples["off"], 0.99)
     print(f"{'mode':18} {'p50 us':>9} {'p99 us':>9} {'p50 ratio':>10} {'p99 ratio':>10} {'p50 +us':>8}   "
           f"({args.rounds} x {args.steps} steps each, floor = off)")

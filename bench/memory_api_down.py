@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ import time
 from pathlib import Path
 
 import psutil
+from _common import free_port
 
 
 def child(mode: str, points: int, spool_dir: str) -> None:
@@ -30,11 +30,8 @@ def child(mode: str, points: int, spool_dir: str) -> None:
 
     logging.getLogger("trainmon.exporter").setLevel(logging.ERROR)
     process = psutil.Process()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed_port = sock.getsockname()[1]
     monitor = TrainingMonitor("bench-memory", port=False, gpu=False, system=False, handle_signals=False, env={},
-                              mode=mode, api_url=f"http://127.0.0.1:{closed_port}", spool_dir=spool_dir)
+                              mode=mode, api_url=f"http://127.0.0.1:{free_port()}", spool_dir=spool_dir)
     before = process.memory_info().rss
     peak = before
     stop = threading.Event()

@@ -2,7 +2,8 @@
 
 Times `POST /api/runs/{id}/status` (RUNNING -> FAILED) through the real app (TestClient, SQLite file) with
 notifications off (the floor) and on, pointed at an Alertmanager that accepts connections and never answers.
-Prints medians and p90 of both and the ratio on/off; close to 1.0 means posting stays off the request path.
+Prints medians and p90 of both and the ratio of each median to the floor's; close to 1.0 means posting stays off
+the request path.
 
     .venv/bin/python bench/notify_latency.py [--runs 100] [--rounds 3]
 """
@@ -11,44 +12,34 @@ from __future__ import annotations
 
 import argparse
 import logging
-import socket
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from _common import alternating_rounds, hanging_listener, print_medians
 from fastapi.testclient import TestClient
 from trainmon.metadata_api.app import create_app
 from trainmon.metadata_api.settings import Settings
 
-
-def hanging_alertmanager() -> tuple[socket.socket, str]:
-    """A listening socket nobody accepts from: connections open, requests never get an answer."""
-    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.bind(("127.0.0.1", 0))
-    server.listen(1024)
-    return server, f"http://127.0.0.1:{server.getsockname()[1]}"
+OFF = "notifications off"
 
 
-def time_status_changes(folder: Path, runs: int, **settings: object) -> list[float]:
-    app = create_app(Settings(_env_file=None, database_url=f"sqlite:///{folder / 'bench.db'}", artifact_root=folder,
-                              crash_check_interval_seconds=3600, retention_interval_seconds=3600, **settings))
+def time_status_changes(runs: int, **settings: object) -> list[float]:
+    """Seconds of each of `runs` status changes through a fresh app over a fresh SQLite file."""
     seconds = []
-    with TestClient(app) as api:
-        ids = [api.post("/api/runs", json={"experiment": "bench"}).json()["run_id"] for _ in range(runs)]
-        for run_id in ids:
-            started = time.perf_counter()
-            response = api.post(f"/api/runs/{run_id}/status", json={"status": "FAILED"})
-            seconds.append(time.perf_counter() - started)
-            assert response.status_code == 200, response.text
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        app = create_app(Settings(_env_file=None, database_url=f"sqlite:///{folder / 'bench.db'}",
+                                  artifact_root=folder, crash_check_interval_seconds=3600,
+                                  retention_interval_seconds=3600, **settings))
+        with TestClient(app) as api:
+            ids = [api.post("/api/runs", json={"experiment": "bench"}).json()["run_id"] for _ in range(runs)]
+            for run_id in ids:
+                started = time.perf_counter()
+                response = api.post(f"/api/runs/{run_id}/status", json={"status": "FAILED"})
+                seconds.append(time.perf_counter() - started)
+                assert response.status_code == 200, response.text
     return seconds
-
-
-def describe(name: str, seconds: list[float]) -> float:
-    median = statistics.median(seconds)
-    p90 = statistics.quantiles(seconds, n=10)[-1]
-    print(f"{name:<34} median {median * 1e3:7.2f} ms   p90 {p90 * 1e3:7.2f} ms   (n={len(seconds)})")
-    return median
 
 
 def main() -> None:
@@ -57,21 +48,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     logging.getLogger("trainmon.metadata_api.notifications").setLevel(logging.ERROR)  # 1 warning per timeout
-    server, url = hanging_alertmanager()
-    off_times: list[float] = []
-    on_times: list[float] = []
+    server, url = hanging_listener()  # an Alertmanager that accepts connections and never answers
     try:
-        for _ in range(args.rounds):  # alternating rounds, so load from elsewhere hits both alike
-            with tempfile.TemporaryDirectory() as folder:
-                off_times += time_status_changes(Path(folder), args.runs)
-            with tempfile.TemporaryDirectory() as folder:
-                on_times += time_status_changes(Path(folder), args.runs, enable_notifications=True,
-                                                alertmanager_url=url)
+        rounds = alternating_rounds(args.rounds, {
+            OFF: lambda _: time_status_changes(args.runs),
+            "on, Alertmanager hanging": lambda _: time_status_changes(args.runs, enable_notifications=True,
+                                                                      alertmanager_url=url)})
     finally:
         server.close()
-    off = describe("notifications off (floor)", off_times)
-    on = describe("on, Alertmanager hanging", on_times)
-    print(f"ratio on/off (median): {on / off:.2f}")
+    samples = {mode: [seconds for times in per_round for seconds in times] for mode, per_round in rounds.items()}
+    print_medians(samples, floor=OFF, unit="ms", scale=1e3, digits=2, p90=True)
 
 
 if __name__ == "__main__":
