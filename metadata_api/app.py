@@ -12,11 +12,11 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from . import auth, deps, migrations
 from .api_metrics import ApiMetrics
-from .db import make_engine, read_sessions, write_sessions
+from .db import is_retryable, make_engine, read_sessions, write_sessions
 from .logging import configure_logging
 from .middleware import BodyLimitMiddleware, RequestMetricsMiddleware
 from .routes import artifacts, checkpoints, compare, experiments, health, logs, metrics_ingest, notes, runs, sd, series
@@ -87,10 +87,10 @@ async def _crash_detector(app: FastAPI) -> None:
 async def _database_error(request: Request, error: Exception) -> JSONResponse:
     request.app.state.metrics.db_errors.inc()
     log.error("database error on %s %s: %s", request.method, request.url.path, error)
-    unavailable = isinstance(error, OperationalError)  # locked, busy, unreachable, not migrated: retry later
-    return JSONResponse({"detail": f"database {'unavailable, retry' if unavailable else 'error'}: "
+    retryable = is_retryable(error)  # busy/locked, unreachable, lock timeout: 503, retry later; else a 500
+    return JSONResponse({"detail": f"database {'busy or unavailable, retry' if retryable else 'error'}: "
                                    f"{type(error.__cause__ or error).__name__}"},
-                        status_code=503 if unavailable else 500, headers={"Retry-After": "1"} if unavailable else None)
+                        status_code=503 if retryable else 500, headers={"Retry-After": "1"} if retryable else None)
 
 
 def serve(settings: Settings, insecure: bool = False) -> None:

@@ -18,13 +18,14 @@ import math
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, create_engine, event
+from sqlalchemy import DateTime, Engine, create_engine, event, exc
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 SPECIAL_FINITE, SPECIAL_NAN, SPECIAL_POS_INF, SPECIAL_NEG_INF = 0, 1, 2, 3
 _WRITE_OPTION = "trainmon_write"
+_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6  # primary result codes (the low byte of an extended code)
 
 
 def encode_value(value: float) -> tuple[float | None, int]:
@@ -113,3 +114,26 @@ def for_writes(engine: Engine) -> Engine:
 def write_sessions(engine: Engine) -> sessionmaker[Session]:
     """Sessions for requests that write (BEGIN IMMEDIATE on SQLite; the same as reads on PostgreSQL)."""
     return sessionmaker(bind=for_writes(engine), expire_on_commit=False)
+
+
+def is_retryable(error: Exception) -> bool:
+    """Whether a database error is transient, so that the same request may succeed later: SQLite busy/locked
+    (the busy timeout ran out), any PostgreSQL `OperationalError` (server unreachable or restarting, lock or
+    statement timeout, serialization failure, deadlock, too many connections), a dropped connection, or a full
+    connection pool. Anything else (schema missing, bad SQL, constraint) is not."""
+    if isinstance(error, exc.TimeoutError):  # no pooled connection became free in time
+        return True
+    if not isinstance(error, exc.DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return True
+    if not isinstance(error, exc.OperationalError):
+        return False
+    cause = error.orig
+    if type(cause).__module__.split(".")[0] != "sqlite3":
+        return True
+    code = getattr(cause, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+    message = str(cause).lower()
+    return "locked" in message or "busy" in message

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
+from sqlalchemy import create_engine
 from trainmon.metadata_api import migrations
 from trainmon.metadata_api.settings import Settings
 
@@ -22,10 +24,47 @@ def test_not_ready_and_db_errors_counted_when_not_migrated(make_api: Callable[..
     api = make_api(auto_migrate=False)
     ready = api.get("/readyz")
     assert ready.status_code == 503 and "revision None" in ready.json()["reason"]
-    failed = api.get("/api/experiments")
-    assert failed.status_code in (500, 503) and failed.json()["detail"].startswith("database ")
+    failed = api.get("/api/experiments")  # no such table: not something a retry fixes
+    missing_table = "OperationalError" if api.app.state.engine.dialect.name == "sqlite" else "UndefinedTable"
+    assert (failed.status_code, failed.json()) == (500, {"detail": f"database error: {missing_table}"})
+    assert "retry-after" not in failed.headers
     assert api.get("/healthz").status_code == 200
     assert "trainmon_api_db_errors_total 1.0" in api.get("/metrics").text
+
+
+@contextlib.contextmanager
+def database_locked_by_another_writer(database_url: str) -> Iterator[None]:
+    """Another client holds the write lock (SQLite) or an exclusive lock on `runs` (PostgreSQL) meanwhile."""
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            if engine.dialect.name == "sqlite":
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                connection.begin()
+                connection.exec_driver_sql("LOCK TABLE runs IN ACCESS EXCLUSIVE MODE")
+            yield
+            connection.rollback()
+    finally:
+        engine.dispose()
+
+
+def test_a_busy_database_is_a_retryable_503(make_api: Callable[..., TestClient], database_url: str,
+                                            backend: str) -> None:
+    """A write that waits out the busy timeout (SQLite) or the lock timeout (PostgreSQL) answers 503 with
+    Retry-After; the same request succeeds once the lock is gone."""
+    if backend == "sqlite":
+        api = make_api(sqlite_busy_timeout_ms=50)
+    else:
+        api = make_api(database_url=f"{database_url}?options=-c%20lock_timeout%3D200")
+    body = {"experiment": "e", "run_id": "r"}
+    with database_locked_by_another_writer(database_url):
+        busy = api.post("/api/runs", json=body)
+    assert busy.status_code == 503, busy.text
+    assert busy.json()["detail"] == f"database busy or unavailable, retry: " \
+                                    f"{'OperationalError' if backend == 'sqlite' else 'LockNotAvailable'}"
+    assert busy.headers["retry-after"] == "1"
+    assert api.post("/api/runs", json=body).status_code == 201
 
 
 def test_heartbeat_needs_no_body(api: TestClient) -> None:
