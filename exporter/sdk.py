@@ -156,7 +156,7 @@ class RunRecorder:
             return
         self.params = dict(json_safe(config.params or {}))
         body = {
-            "experiment": experiment, "project": project or "default", "run_id": run_id,
+            "experiment": experiment, "project": project, "run_id": run_id,  # no project: the token's (or the default)
             "host": host or socket.gethostname(), "pid": os.getpid(), "command": " ".join(sys.argv)[:65_536],
             "git_commit": _git_commit(), "rank": rank, "world_size": world_size, "exporter_url": exporter_url,
             "params": dict(self.params) or None,  # a copy: log_params updates self.params later
