@@ -175,9 +175,7 @@ def run_prometheus(config_yaml: str, workdir: Path | None = None, extra_files: d
     """Start Prometheus with `config_yaml` (may use `{port}`-free text); stop it on exit."""
     binary = require_binary("prometheus")
     with _workdir(workdir) as base:
-        for name, content in (extra_files or {}).items():
-            (base / name).parent.mkdir(parents=True, exist_ok=True)
-            (base / name).write_text(content)
+        _write_files(base, extra_files)
         config_path = base / "prometheus.yml"
         config_path.write_text(config_yaml)
         port = port or free_port()
@@ -185,12 +183,8 @@ def run_prometheus(config_yaml: str, workdir: Path | None = None, extra_files: d
             [binary, f"--config.file={config_path}", f"--storage.tsdb.path={base / 'tsdb'}",
              f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle", "--log.level=warn"],
             base / "prometheus.log")
-        url = f"http://127.0.0.1:{port}"
-        try:
-            process.wait_ready(http_ok(f"{url}/-/ready"), what="prometheus ready")
+        with _ready(process, f"http://127.0.0.1:{port}", "prometheus ready") as url:
             yield Prometheus(process, url, config_path)
-        finally:
-            process.stop()
 
 
 def scrape_config(job: str, targets: Sequence[str], interval: str = "1s", honor_labels: bool = False,
@@ -221,12 +215,8 @@ def run_pushgateway(workdir: Path | None = None) -> Iterator[str]:
         process = ManagedProcess([binary, f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
                                   f"--persistence.file={base / 'pushgateway.data'}"],
                                  base / "pushgateway.log")
-        url = f"http://127.0.0.1:{port}"
-        try:
-            process.wait_ready(http_ok(f"{url}/-/ready"), what="pushgateway ready")
+        with _ready(process, f"http://127.0.0.1:{port}", "pushgateway ready") as url:
             yield url
-        finally:
-            process.stop()
 
 
 @contextlib.contextmanager
@@ -235,9 +225,7 @@ def run_alertmanager(config_yaml: str, workdir: Path | None = None,
     """Start an Alertmanager with `config_yaml`; yield its base URL."""
     binary = require_binary("prometheus-alertmanager", "alertmanager")
     with _workdir(workdir) as base:
-        for name, content in (extra_files or {}).items():
-            (base / name).parent.mkdir(parents=True, exist_ok=True)
-            (base / name).write_text(content)
+        _write_files(base, extra_files)
         config_path = base / "alertmanager.yml"
         config_path.write_text(config_yaml)
         port = free_port()
@@ -246,12 +234,8 @@ def run_alertmanager(config_yaml: str, workdir: Path | None = None,
              f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
              "--log.level=warn"],
             base / "alertmanager.log")
-        url = f"http://127.0.0.1:{port}"
-        try:
-            process.wait_ready(http_ok(f"{url}/-/ready"), what="alertmanager ready")
+        with _ready(process, f"http://127.0.0.1:{port}", "alertmanager ready") as url:
             yield url
-        finally:
-            process.stop()
 
 
 # --- PostgreSQL ---
@@ -328,6 +312,23 @@ def _user_exists(name: str) -> bool:
         return True
     except KeyError:
         return False
+
+
+@contextlib.contextmanager
+def _ready(process: ManagedProcess, url: str, what: str) -> Iterator[str]:
+    """`url` once `url`/-/ready answers 200 (the Prometheus-family readiness endpoint); `process` stopped on exit."""
+    try:
+        process.wait_ready(http_ok(f"{url}/-/ready"), what=what)
+        yield url
+    finally:
+        process.stop()
+
+
+def _write_files(base: Path, files: dict[str, str] | None) -> None:
+    """Write `files` (relative path -> text) under `base`, creating folders."""
+    for name, content in (files or {}).items():
+        (base / name).parent.mkdir(parents=True, exist_ok=True)
+        (base / name).write_text(content)
 
 
 @contextlib.contextmanager
