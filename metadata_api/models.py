@@ -160,6 +160,26 @@ class MetricPoint(Base):
     wall_time: Mapped[float] = mapped_column(Float(precision=53))
 
 
+class MetricBlock(Base):
+    """Summary of one series' steps [block * 64, block * 64 + 63] (`repositories.series_blocks`): kept exact by
+    ingest and retention in the transaction that changes the points; the M4 reduction reads it."""
+
+    __tablename__ = "metric_blocks"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    block: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    first_step: Mapped[int] = mapped_column(BigInteger)
+    last_step: Mapped[int] = mapped_column(BigInteger)
+    count: Mapped[int] = mapped_column(Integer)
+    min_value: Mapped[float | None] = mapped_column(Float(precision=53))  # finite values only
+    max_value: Mapped[float | None] = mapped_column(Float(precision=53))
+    nan_step: Mapped[int | None] = mapped_column(BigInteger)  # first step holding NaN, +Inf, -Inf
+    pos_inf_step: Mapped[int | None] = mapped_column(BigInteger)
+    neg_inf_step: Mapped[int | None] = mapped_column(BigInteger)
+
+
 class IngestBatch(Base):
     """A client batch id already stored for a run (`kind` = metrics or logs): a replay stores nothing."""
 

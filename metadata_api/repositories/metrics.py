@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from ..db import SPECIAL_FINITE, decode_value, encode_value
 from ..models import MetricPoint, Run
+from . import series_blocks
 
 PointRow = tuple[str, int, float, float]  # key, step, value, wall_time
 
@@ -23,7 +24,8 @@ def latest_per_step(points: Sequence[PointRow]) -> list[PointRow]:
 
 def upsert_points(session: Session, run_id: str, points: Sequence[PointRow]) -> int:
     """Store `points` (one per (key, step), see `latest_per_step`); a (key, step) already stored gets the new
-    value and wall time. Returns the rows written.
+    value and wall time, and the series' block summaries are recomputed where the points changed (see
+    `series_blocks`). Returns the rows written.
 
     The hot path of ingest: one driver-level executemany of a prepared INSERT ... ON CONFLICT (the same text on
     SQLite and PostgreSQL), no per-row ORM or Core compilation.
@@ -39,6 +41,7 @@ def upsert_points(session: Session, run_id: str, points: Sequence[PointRow]) -> 
         if connection.dialect.name == "postgresql":
             rows.sort()  # one lock order for every writer: concurrent overlapping batches cannot deadlock
         connection.exec_driver_sql(_upsert_sql(connection.dialect.paramstyle), rows)
+        series_blocks.refresh_blocks(connection, series_blocks.block_ranges(run_id, points), points_deleted=False)
     return len(rows)
 
 

@@ -10,6 +10,9 @@ The reduction never loads the series into Python. For `max_points=N` over a seri
    looked up (`ORDER BY step LIMIT 1` a bucket, stopping at the first match; other databases: one join against a
    VALUES list of (bucket range, value)).
 Steps 2 and 3 read about 4 rows a bucket. The result equals `reduction.m4_reduce` on the same points.
+
+When buckets are at least `series_blocks.MIN_BLOCKED_WIDTH` steps wide (a long series, a short view), step 1
+reads the per-block summaries instead of the points (`series_blocks.blocked_m4`): about 1/64 of the rows.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from sqlalchemy.sql import ColumnElement
 from ..db import SPECIAL_NAN, SPECIAL_NEG_INF, SPECIAL_POS_INF, decode_value
 from ..models import MetricPoint
 from ..reduction import MIN_MAX_POINTS, SeriesPoint, bucket_count, bucket_width
+from . import series_blocks
 
 _COLUMNS = (MetricPoint.step, MetricPoint.value, MetricPoint.special, MetricPoint.wall_time)
 
@@ -83,6 +87,10 @@ class _Bucket:
 def _sql_m4(session: Session, run_id: str, key: str, first_step: int, last_step: int,
             buckets: int) -> list[SeriesPoint]:
     width = bucket_width(first_step, last_step, buckets)
+    if width >= series_blocks.MIN_BLOCKED_WIDTH:  # buckets span many blocks: merge block summaries instead
+        chosen = series_blocks.blocked_m4(session, run_id, key, first_step, width)
+        by_step = {p.step: p for p in _points_at(session, run_id, key, chosen)}
+        return [by_step[step] for step in chosen]
     dialect = session.get_bind().dialect.name
     sqlite = dialect == "sqlite"
     if sqlite:

@@ -4,8 +4,9 @@ after that long is stored again; its points are upserted by their natural key, s
 
 Deletion runs in bounded batches, each its own short write transaction (PRUNE_BATCH_SIZE rows found through
 the `wall_time` / `created_at` index), with a short pause between batches: on SQLite a writer waits for at most
-one batch, never for the whole prune. Runs from `trainmon prune` and from a periodic job in the app (`retention_job`,
-every RETENTION_INTERVAL_SECONDS).
+one batch, never for the whole prune. The block summaries of the series that lost points
+(`repositories.series_blocks`) are recomputed in the same transaction. Runs from `trainmon prune` and from a
+periodic job in the app (`retention_job`, every RETENTION_INTERVAL_SECONDS).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from ..models import IngestBatch, MetricPoint
+from ..repositories import series_blocks
 
 log = logging.getLogger("trainmon.metadata_api.retention")
 SECONDS_PER_DAY = 86_400
@@ -45,12 +47,23 @@ def prune_metric_points(write_sessions: Callable[[], Session], retention_days: f
     cutoff = cutoff_time(retention_days, now)
 
     def delete_batch(session: Session) -> int:
-        ids = list(session.scalars(select(MetricPoint.id).where(MetricPoint.wall_time < cutoff).limit(batch_size)))
-        if ids:
-            session.execute(delete(MetricPoint).where(MetricPoint.id.in_(ids)))
-        return len(ids)
+        rows = session.execute(select(MetricPoint.id, MetricPoint.run_id, MetricPoint.key, MetricPoint.step)
+                               .where(MetricPoint.wall_time < cutoff).limit(batch_size)).all()
+        if rows:
+            session.execute(delete(MetricPoint).where(MetricPoint.id.in_([row.id for row in rows])))
+            _refresh_blocks(session, rows)
+        return len(rows)
 
     return _delete_in_batches(write_sessions, delete_batch, batch_size, pause_seconds)
+
+
+def _refresh_blocks(session: Session, rows: Sequence[Any]) -> None:
+    """Recompute the block summaries of the series the deleted points belonged to (same transaction)."""
+    by_run: dict[str, list[tuple[str, int]]] = {}
+    for row in rows:
+        by_run.setdefault(row.run_id, []).append((row.key, row.step))
+    series_blocks.refresh_blocks(session.connection(), [block_range for run_id, points in sorted(by_run.items())
+                                                        for block_range in series_blocks.block_ranges(run_id, points)])
 
 
 def prune_ingest_batches(write_sessions: Callable[[], Session], retention_days: float, batch_size: int,

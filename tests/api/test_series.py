@@ -1,14 +1,22 @@
-"""GET /api/runs/{run_id}/metrics/{key}: the M4 reduction in SQL equals the pure one; paging is exact."""
+"""GET /api/runs/{run_id}/metrics/{key}: the M4 reduction in SQL (from the points, or from the block summaries
+that ingest and retention keep) equals the pure one; paging is exact."""
 
 from __future__ import annotations
 
 import math
 import random
+import time
+from collections.abc import Callable
 
 import pytest
 from fastapi.testclient import TestClient
-from trainmon.metadata_api.reduction import SeriesPoint, m4_reduce
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+from trainmon.metadata_api.models import MetricBlock
+from trainmon.metadata_api.reduction import SeriesPoint, bucket_count, bucket_width, m4_reduce
+from trainmon.metadata_api.repositories.series_blocks import BLOCK_STEPS, MIN_BLOCKED_WIDTH
 from trainmon.metadata_api.schemas import NONFINITE_JSON, metric_value_json
+from trainmon.metadata_api.services.retention import prune_metric_points
 
 N_POINTS = 20_000
 SPECIAL_AT = (0.617, 0.15, 0.39, 0.75)  # where noisy_series puts its spike, -Inf, +Inf and NaN (fraction of count)
@@ -20,10 +28,11 @@ def make_run(api: TestClient, run_id: str = "series-run", experiment: str = "ser
     return run_id
 
 
-def post_points(api: TestClient, run_id: str, key: str, points: list[SeriesPoint], batch: int = 10_000) -> None:
+def post_points(api: TestClient, run_id: str, key: str, points: list[SeriesPoint], batch: int = 10_000,
+                batch_tag: str = "") -> None:
     for start in range(0, len(points), batch):
         chunk = points[start:start + batch]
-        body = {"batch_id": f"{key}-{start}", "points": [
+        body = {"batch_id": f"{key}-{batch_tag}{start}", "points": [
             {"key": key, "step": p.step, "value": metric_value_json(p.value), "wall_time": p.wall_time}
             for p in chunk]}
         answer = api.post(f"/api/runs/{run_id}/metrics", json=body)
@@ -130,3 +139,110 @@ def test_steps_beyond_float_precision_reduce_exactly(api: TestClient) -> None:
     post_points(api, run_id, "loss", points)
     body = api.get(f"/api/runs/{run_id}/metrics/loss", params={"max_points": 100}).json()
     assert same(decoded(body["points"]), [(p.step, p.value, p.wall_time) for p in m4_reduce(points, 100)])
+
+
+# --- the reduction from block summaries (metric_blocks), kept exact by ingest and retention ---------------------
+
+BLOCKED_MAX_POINTS = (5, 50, 250, 500)  # buckets at least MIN_BLOCKED_WIDTH steps wide over noisy_series(N_POINTS)
+
+
+def expected_blocks(points: list[SeriesPoint]) -> dict[int, tuple]:
+    """What metric_blocks must hold for `points`: per block, first/last step, count, finite min/max, first
+    NaN/+Inf/-Inf step."""
+    blocks: dict[int, list[SeriesPoint]] = {}
+    for p in sorted(points, key=lambda p: p.step):
+        blocks.setdefault(p.step // BLOCK_STEPS, []).append(p)
+    summary = {}
+    for block, members in blocks.items():
+        finite = [p.value for p in members if math.isfinite(p.value)]
+
+        def first(test: Callable[[float], bool], members: list[SeriesPoint] = members) -> int | None:
+            return next((p.step for p in members if test(p.value)), None)
+
+        summary[block] = (members[0].step, members[-1].step, len(members), min(finite, default=None),
+                          max(finite, default=None), first(math.isnan), first(lambda v: v == math.inf),
+                          first(lambda v: v == -math.inf))
+    return summary
+
+
+def stored_blocks(session_factory: sessionmaker[Session], run_id: str, key: str) -> dict[int, tuple]:
+    columns = (MetricBlock.first_step, MetricBlock.last_step, MetricBlock.count, MetricBlock.min_value,
+               MetricBlock.max_value, MetricBlock.nan_step, MetricBlock.pos_inf_step, MetricBlock.neg_inf_step)
+    with session_factory() as session:
+        rows = session.execute(select(MetricBlock.block, *columns)
+                               .where(MetricBlock.run_id == run_id, MetricBlock.key == key))
+        return {block: tuple(rest) for block, *rest in rows}
+
+
+def assert_blocked_reduction_is_exact(api: TestClient, run_id: str, key: str, points: list[SeriesPoint]) -> None:
+    points = sorted(points, key=lambda p: p.step)
+    for max_points in BLOCKED_MAX_POINTS:
+        width = bucket_width(points[0].step, points[-1].step, bucket_count(max_points))
+        assert width >= MIN_BLOCKED_WIDTH, max_points  # this view is reduced from the blocks
+        body = api.get(f"/api/runs/{run_id}/metrics/{key}", params={"max_points": max_points}).json()
+        assert body["reduced"] is True
+        expected = [(p.step, p.value, p.wall_time) for p in m4_reduce(points, max_points)]
+        assert same(decoded(body["points"]), expected), max_points
+
+
+def with_ties(points: list[SeriesPoint]) -> list[SeriesPoint]:
+    """Equal minima and maxima in different blocks of one bucket, and inside one block: the first step wins."""
+    values = [p.value for p in points]
+    for index in (3000, 3100, 3101, 3350):  # steps 6000..6700: one bucket at every BLOCKED_MAX_POINTS width
+        values[index] = -7.5
+    for index in (3020, 3040, 3300):
+        values[index] = 9.25
+    return [SeriesPoint(p.step, v, p.wall_time) for p, v in zip(points, values, strict=True)]
+
+
+def test_blocked_reduction_equals_the_pure_m4_with_nan_inf_and_ties(
+        api: TestClient, session_factory: sessionmaker[Session]) -> None:
+    run_id = make_run(api)
+    points = with_ties(noisy_series(N_POINTS))
+    post_points(api, run_id, "loss", points, batch=3_333)  # batch edges inside blocks
+    assert stored_blocks(session_factory, run_id, "loss") == expected_blocks(points)
+    assert_blocked_reduction_is_exact(api, run_id, "loss", points)
+    values = {p["step"]: p["value"] for p in
+              api.get(f"/api/runs/{run_id}/metrics/loss", params={"max_points": 250}).json()["points"]}
+    assert values[2 * int(N_POINTS * SPECIAL_AT[0])] == 50.0 and values[6000] == -7.5 and values[6040] == 9.25
+
+
+def test_blocks_stay_exact_when_a_batch_replaces_stored_steps(
+        api: TestClient, session_factory: sessionmaker[Session]) -> None:
+    """Last write wins: replaced extremes, NaN and infinities leave no trace in the blocks or the reduction."""
+    run_id = make_run(api)
+    points = noisy_series(N_POINTS)
+    post_points(api, run_id, "loss", points)
+    spike, neg_inf, pos_inf, nan = (int(N_POINTS * at) for at in SPECIAL_AT)
+    replaced = {spike: 1.0, neg_inf: 0.5, pos_inf: -3.0, nan: 4.0, nan + 1: math.nan, 5_000: -math.inf,
+                5_001: 60.0, 101: 0.25}  # 101: one more tie with the repeated 0.25 (steps 200..218)
+    replacements = [SeriesPoint(points[i].step, v, 2_000_000.0 + i) for i, v in replaced.items()]
+    post_points(api, run_id, "loss", replacements + [SeriesPoint(2 * N_POINTS + 1, 0.0, 3_000_000.0)],
+                batch_tag="again-")
+    final = {p.step: p for p in points}
+    final.update((p.step, p) for p in replacements)
+    final[2 * N_POINTS + 1] = SeriesPoint(2 * N_POINTS + 1, 0.0, 3_000_000.0)
+    current = sorted(final.values(), key=lambda p: p.step)
+    assert stored_blocks(session_factory, run_id, "loss") == expected_blocks(current)
+    assert_blocked_reduction_is_exact(api, run_id, "loss", current)
+
+
+def test_blocks_stay_exact_after_retention_deletes_points(
+        api: TestClient, session_factory: sessionmaker[Session]) -> None:
+    """Old points go: whole blocks (deleted with them) and scattered points (their blocks recomputed)."""
+    run_id = make_run(api)
+    now = time.time()
+    old = now - 100 * 86_400
+
+    def aged(index: int, p: SeriesPoint) -> SeriesPoint:
+        is_old = index < 4_000 or index % 3 == 0 or index == int(N_POINTS * SPECIAL_AT[0])  # the spike goes too
+        return SeriesPoint(p.step, p.value, old + index if is_old else now + index)
+
+    points = [aged(i, p) for i, p in enumerate(with_ties(noisy_series(N_POINTS)))]
+    post_points(api, run_id, "loss", points)
+    assert prune_metric_points(session_factory, retention_days=30, batch_size=2_500, pause_seconds=0) == sum(
+        p.wall_time < now for p in points)
+    kept = [p for p in points if p.wall_time >= now]
+    assert stored_blocks(session_factory, run_id, "loss") == expected_blocks(kept)
+    assert min(stored_blocks(session_factory, run_id, "loss")) == kept[0].step // BLOCK_STEPS
+    assert_blocked_reduction_is_exact(api, run_id, "loss", kept)
