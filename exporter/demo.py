@@ -1,18 +1,31 @@
-"""`make demo`: a simulated training run exported to a local Prometheus (and Pushgateway).
+"""`make demo`: the main job on embedded defaults (SQLite, no Docker): a simulated trainer, the metadata API,
+Prometheus with the repository's rules, Pushgateway and Alertmanager, all on 127.0.0.1.
 
     python -m trainmon.exporter.demo [--steps N] [--duration S] [--rate STEPS_PER_S] [--query-every S]
+                                     [--data-dir DIR]
 
-The run logs a noisy decaying loss, accuracy, a warmup + cosine learning rate, epochs, samples and tokens. When
-the `prometheus` / `prometheus-pushgateway` binaries exist, it starts them on 127.0.0.1 free ports in a temp
-directory from `prometheus/prometheus.demo.yml`, prints their URLs and a live PromQL result every few seconds,
-and stops them on exit or Ctrl-C. Without a torch install, GPU or network.
+The trainer logs a noisy decaying loss, accuracy, a warmup + cosine learning rate, epochs and tokens, plus
+params, tags, a note, checkpoints, an image and a histogram (numpy/pillow; skipped without them). With the
+`[server]` extra it starts the metadata API (SQLite and artifacts under --data-dir, default ./demo-data), the
+trainer ships to it, and Prometheus (the repository's prometheus.yml and rules, 2 s intervals) discovers the
+trainer through the API's /api/sd; Alertmanager runs when its binary exists (alertmanager/render.py, notifications
+off unless ENABLE_NOTIFICATIONS is set). Without the extra: Prometheus scrapes the trainer directly
+(prometheus/prometheus.demo.yml). Every missing binary is skipped with a hint.
+
+Ctrl-C (or SIGTERM) ends the demo the way it is meant to end: the run is finished COMPLETED (the demo trains
+until stopped), the compare table is printed, and every child server is stopped; a second Ctrl-C during that
+wrap-up finishes the run FAILED and stops the servers at once. An error in the loop finishes it FAILED.
+Exit code 0 after a normal or Ctrl-C end.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import importlib.util
 import math
+import os
 import random
 import shutil
 import signal
@@ -22,9 +35,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -40,7 +55,12 @@ scrape_configs:
     honor_labels: true
     static_configs: [{targets: [${PUSHGATEWAY_TARGETS}]}]
 """
-QUERY = 'trainmon_metric_value{job="trainmon-demo-trainer",key="train_loss"}'
+EXPERIMENT, PROJECT = "demo-resnet", "trainmon-demo"
+STATIC_JOB, DISCOVERED_JOB = "trainmon-demo-trainer", "trainmon-trainers"  # prometheus.demo.yml / prometheus.yml
+INTERVAL = "2s"
+COMPARE_KEYS = ("train_loss", "train_accuracy", "val_loss")
+PARAMS = {"model": "resnet50", "optimizer": {"name": "adamw", "lr": 3e-4, "weight_decay": 0.05},
+          "batch_size": 64, "seq_len": 512, "warmup_steps": 100, "seed": 0}
 
 
 @dataclass
@@ -74,13 +94,34 @@ class Simulation:
 
 
 class Servers:
-    """Local Prometheus and Pushgateway child processes in a temp directory; `stop()` ends them all."""
+    """The demo's child processes (API, Pushgateway, Alertmanager, Prometheus) in a temp dir; `stop()` ends them."""
 
-    def __init__(self) -> None:
+    def __init__(self, data_dir: Path) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="trainmon-demo-"))
+        self.data_dir = data_dir
         self.children: list[subprocess.Popen] = []
+        self.api_url: str | None = None
         self.prometheus_url: str | None = None
         self.pushgateway_url: str | None = None
+        self.alertmanager_url: str | None = None
+
+    # --- starting ---
+
+    def start_api(self) -> None:
+        """The metadata API on SQLite (`<data_dir>/trainmon.db`, artifacts next to it); needs the [server] extra."""
+        missing = [name for name in ("fastapi", "uvicorn", "sqlalchemy", "yaml") if not _installed(name)]
+        if missing:
+            print(f"demo: {', '.join(missing)} not installed; running without the metadata API "
+                  "(pip install -e '.[server]' pyyaml)")
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        env = {**os.environ, "DATABASE_URL": f"sqlite:///{self.data_dir.resolve() / 'trainmon.db'}",
+               "HOST": "127.0.0.1", "PORT": str(port), "ARTIFACT_ROOT": str(self.data_dir.resolve() / "artifacts"),
+               "LOG_LEVEL": "WARNING"}
+        url = f"http://127.0.0.1:{port}"
+        if self._spawn("metadata API", [sys.executable, "-m", "trainmon.metadata_api"], f"{url}/readyz", env=env):
+            self.api_url = url
 
     def start_pushgateway(self) -> None:
         binary = shutil.which("prometheus-pushgateway") or shutil.which("pushgateway")
@@ -89,40 +130,83 @@ class Servers:
                   "prometheus-pushgateway)")
             return
         port = free_port()
-        self._spawn([binary, f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
-                     f"--persistence.file={self.workdir / 'pushgateway.data'}"], "pushgateway.log")
         url = f"http://127.0.0.1:{port}"
-        if _wait_ready(f"{url}/-/ready", self.children[-1]):
+        if self._spawn("pushgateway", [binary, f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
+                                       f"--persistence.file={self.workdir / 'pushgateway.data'}"], f"{url}/-/ready"):
             self.pushgateway_url = url
 
+    def start_alertmanager(self) -> None:
+        """Alertmanager with alertmanager/render.py's config (only with the API: the rules come with it)."""
+        binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+        if not binary:
+            print("demo: no prometheus-alertmanager binary; alerts are evaluated but not routed "
+                  "(apt install prometheus-alertmanager)")
+            return
+        from .stack_render import alertmanager_renderer  # noqa: PLC0415 - needs the source tree and PyYAML
+
+        config_dir = self.workdir / "alertmanager"
+        try:
+            with contextlib.redirect_stderr(open(os.devnull, "w")):  # noqa: SIM115 - its log line is noise here
+                alertmanager_renderer().render(config_dir, env=os.environ)
+        except Exception as error:  # noqa: BLE001 - the demo goes on without Alertmanager
+            print(f"demo: cannot render the Alertmanager config ({error}); skipping Alertmanager")
+            return
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        if self._spawn("alertmanager", [binary, f"--config.file={config_dir / 'alertmanager.yml'}",
+                                        f"--storage.path={self.workdir / 'alertmanager-data'}",
+                                        f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
+                                        "--log.level=warn"], f"{url}/-/ready"):
+            self.alertmanager_url = url
+
     def start_prometheus(self, trainer_target: str) -> None:
+        """With the API: the repository's prometheus.yml and rules, rendered for local servers (http_sd
+        discovers the trainer). Without: prometheus.demo.yml scraping `trainer_target` directly."""
         binary = shutil.which("prometheus")
         if not binary:
             print("demo: no prometheus binary; the exporter still serves /metrics (apt install prometheus)")
             return
-        template = DEMO_CONFIG.read_text() if DEMO_CONFIG.exists() else FALLBACK_CONFIG
-        pushgateway = f"'{self.pushgateway_url.split('//')[1]}'" if self.pushgateway_url else ""
-        config = string.Template(template).substitute(TRAINER_TARGET=trainer_target, PUSHGATEWAY_TARGETS=pushgateway)
+        if self.api_url:
+            from .stack_render import render_prometheus_config  # noqa: PLC0415 - needs the source tree and PyYAML
+
+            config = render_prometheus_config(api_url=self.api_url, pushgateway_url=self.pushgateway_url,
+                                              alertmanager_url=self.alertmanager_url, interval=INTERVAL)
+        else:
+            template = DEMO_CONFIG.read_text() if DEMO_CONFIG.exists() else FALLBACK_CONFIG
+            pushgateway = f"'{self.pushgateway_url.split('//')[1]}'" if self.pushgateway_url else ""
+            config = string.Template(template).substitute(TRAINER_TARGET=trainer_target,
+                                                          PUSHGATEWAY_TARGETS=pushgateway)
         (self.workdir / "prometheus.yml").write_text(config)
         port = free_port()
-        self._spawn([binary, f"--config.file={self.workdir / 'prometheus.yml'}",
-                     f"--storage.tsdb.path={self.workdir / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}",
-                     "--log.level=warn"], "prometheus.log")
         url = f"http://127.0.0.1:{port}"
-        if _wait_ready(f"{url}/-/ready", self.children[-1]):
+        if self._spawn("prometheus", [binary, f"--config.file={self.workdir / 'prometheus.yml'}",
+                                      f"--storage.tsdb.path={self.workdir / 'tsdb'}",
+                                      f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+                       f"{url}/-/ready"):
             self.prometheus_url = url
+
+    @property
+    def trainer_job(self) -> str:
+        return DISCOVERED_JOB if self.api_url else STATIC_JOB
+
+    # --- querying ---
 
     def query(self, promql: str) -> list[dict]:
         if not self.prometheus_url:
             return []
-        answer = requests.get(f"{self.prometheus_url}/api/v1/query", params={"query": promql}, timeout=5).json()
-        return answer.get("data", {}).get("result", []) if answer.get("status") == "success" else []
+        with contextlib.suppress(requests.RequestException, ValueError):
+            answer = requests.get(f"{self.prometheus_url}/api/v1/query", params={"query": promql}, timeout=5).json()
+            return answer.get("data", {}).get("result", []) if answer.get("status") == "success" else []
+        return []
+
+    # --- stopping ---
 
     def stop(self) -> None:
-        for child in self.children:
+        """SIGTERM every child (newest first: Prometheus before the API it scrapes), then wait; SIGKILL laggards."""
+        for child in reversed(self.children):
             with contextlib.suppress(ProcessLookupError):
                 child.terminate()
-        for child in self.children:
+        for child in reversed(self.children):
             try:
                 child.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -131,11 +215,29 @@ class Servers:
         self.children.clear()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def _spawn(self, argv: Sequence[str], log_name: str) -> None:
-        log = open(self.workdir / log_name, "ab")  # noqa: SIM115 - the child keeps it; closed with the process
-        self.children.append(subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT,
-                                              stdin=subprocess.DEVNULL, start_new_session=True))
-        log.close()
+    def _spawn(self, name: str, argv: Sequence[str], ready_url: str, env: Mapping[str, str] | None = None) -> bool:
+        log_path = self.workdir / f"{name.replace(' ', '-')}.log"
+        with open(log_path, "ab") as log:  # the child keeps its own descriptor
+            child = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     cwd=self.workdir, env=dict(env) if env is not None else None,
+                                     start_new_session=True, preexec_fn=_die_with_parent)
+        self.children.append(child)
+        print(f"demo: started {name} (pid {child.pid})")
+        if _wait_ready(ready_url, child):
+            return True
+        tail = log_path.read_text(errors="replace")[-1500:]
+        print(f"demo: {name} did not become ready (exit code {child.poll()}); its log ends:\n{tail}")
+        return False
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def _die_with_parent() -> None:
+    """Linux: the child gets SIGTERM when the demo dies without cleaning up (e.g. SIGKILL)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -144,14 +246,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait_ready(url: str, child: subprocess.Popen, timeout: float = 30.0) -> bool:
+def _wait_ready(url: str, child: subprocess.Popen, timeout: float = 60.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and child.poll() is None:
         with contextlib.suppress(requests.RequestException):
             if requests.get(url, timeout=1).status_code == 200:
                 return True
         time.sleep(0.1)
-    print(f"demo: {child.args[0]} did not become ready (exit code {child.poll()})")
     return False
 
 
@@ -163,9 +264,25 @@ def format_result(result: list[dict]) -> str:
     return "; ".join(lines)
 
 
+def format_table(rows: list[dict[str, Any]], keys: Sequence[str]) -> str:
+    """compare_experiments rows as a fixed-width text table: run, status, then last/min per key."""
+    columns = ["run_id", "status", *[f"{key}.{part}" for key in keys for part in ("last", "min")]]
+    cells = [[_cell(row.get(column)) for column in columns] for row in rows]
+    widths = [max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(columns)]
+    lines = ["  ".join(column.ljust(width) for column, width in zip(columns, widths, strict=True))]
+    lines += ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)) for line in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
 @contextlib.contextmanager
 def sigint_as_keyboard_interrupt() -> Iterator[None]:
-    """Ctrl-C (SIGINT) and SIGTERM raise KeyboardInterrupt, so the child servers are always stopped."""
+    """Ctrl-C (SIGINT) and SIGTERM raise KeyboardInterrupt, so the run is finished and the children stopped."""
     previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
@@ -174,63 +291,179 @@ def sigint_as_keyboard_interrupt() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def run(steps: int | None, duration: float | None, rate: float, query_every: float) -> int:
-    servers = Servers()
-    printed_promql = False
+class Extras:
+    """Params, tags, a note, checkpoints, an image and a histogram: the SDK side of the demo run."""
+
+    def __init__(self, monitor: TrainingMonitor, checkpoint_every: int) -> None:
+        self.monitor = monitor
+        self.checkpoint_every = checkpoint_every
+        self.numpy: Any = None
+        if _installed("numpy") and _installed("PIL"):
+            import numpy  # noqa: PLC0415 - a dev dependency, optional for the demo
+
+            self.numpy = numpy
+        else:
+            print("demo: numpy/pillow not installed; skipping the image and histogram (pip install numpy pillow)")
+
+    def start(self) -> None:
+        self.monitor.log_params(PARAMS)
+        self.monitor.add_tag("source", "make demo")
+        self.monitor.add_tag("dataset", "synthetic")
+        self.monitor.add_note("Simulated run started by `make demo`: loss decays, lr warms up then follows a cosine.")
+        self.media(0)
+
+    def step(self, step: int, metrics: Mapping[str, float]) -> None:
+        if step and step % self.checkpoint_every == 0:
+            self.checkpoint(step, metrics)
+            self.media(step)
+
+    def checkpoint(self, step: int, metrics: Mapping[str, float]) -> None:
+        state = {"step": step, "weights": [round(math.sin(step + i), 6) for i in range(16)]}
+        self.monitor.save_checkpoint(state, step=step, epoch=int(metrics.get("epoch", 0)), name="demo",
+                                     metrics={"train_loss": metrics["train/loss"]}, keep_last=2)
+
+    def media(self, step: int) -> None:
+        if self.numpy is None:
+            return
+        np = self.numpy
+        rng = np.random.default_rng(step)
+        y, x = np.mgrid[0:64, 0:64] / 63.0
+        image = np.stack([x, y, 0.5 + 0.5 * np.sin(6 * (x + y) + step / 100)], axis=-1)
+        image = np.clip(image + rng.normal(0, 0.05, image.shape), 0, 1)
+        self.monitor.log_image("attention", image, step=step)
+        self.monitor.log_histogram("fc_weights", rng.normal(0, 1 / math.sqrt(1 + step / 500), 4096), step=step)
+
+
+def run(steps: int | None, duration: float | None, rate: float, query_every: float, data_dir: Path) -> int:
+    servers = Servers(data_dir)
+    monitor: TrainingMonitor | None = None
     try:
         with sigint_as_keyboard_interrupt():
+            servers.start_api()
             servers.start_pushgateway()
-            monitor = TrainingMonitor("demo-resnet", "trainmon-demo", port=0, pushgateway_url=servers.pushgateway_url,
-                                      push_interval=5.0, batch_size=64, gpu=False, sample_interval=2.0)
-            with monitor:
-                servers.start_prometheus(f"127.0.0.1:{monitor.port}")
-                print(f"demo: run {monitor.run_id} exporting at {monitor.metrics_url}")
-                if servers.prometheus_url:
-                    print(f"demo: Prometheus at {servers.prometheus_url}  (graph: {servers.prometheus_url}/graph"
-                          f"?g0.expr={requests.utils.quote(QUERY)})")
-                if servers.pushgateway_url:
-                    print(f"demo: Pushgateway at {servers.pushgateway_url}")
-                print("demo: training; Ctrl-C stops" + (f" after {steps} steps" if steps else "")
-                      + (f" or {duration:g} s" if duration else ""))
-                simulation = Simulation(total_steps=steps or 5000)
-                started = time.monotonic()
-                next_query = started + query_every
-                step = 0
-                while (steps is None or step < steps) and (duration is None or time.monotonic() - started < duration):
-                    monitor.log_metrics(simulation.metrics(step), step, tokens=64 * 512)
-                    if step % 1000 == 999:
-                        monitor.log_checkpoint(f"step-{step}")
-                    step += 1
-                    if time.monotonic() >= next_query:
-                        printed_promql |= _print_query(servers)
-                        next_query = time.monotonic() + query_every
-                    time.sleep(max(0.0, started + step / rate - time.monotonic()))
-                deadline = time.monotonic() + 20
-                while servers.prometheus_url and not printed_promql and time.monotonic() < deadline:
-                    time.sleep(0.5)
-                    printed_promql = _print_query(servers, quiet=True)
-                print(f"demo: finished after {step} steps")
+            if servers.api_url:
+                servers.start_alertmanager()
+            env = {**os.environ, "TRAINMON_CHECKPOINT_ROOT": str(data_dir.resolve() / "experiments")}
+            monitor = TrainingMonitor(EXPERIMENT, PROJECT, port=0, pushgateway_url=servers.pushgateway_url,
+                                      push_interval=5.0, batch_size=64, gpu=False, sample_interval=2.0,
+                                      handle_signals=False, api_url=servers.api_url, env=env,
+                                      spool_dir=str(data_dir.resolve() / "spool") if servers.api_url else None)
+            servers.start_prometheus(f"127.0.0.1:{monitor.port}")
+            _print_urls(servers, monitor)
+            step = _train(monitor, servers, steps, duration, rate, query_every)
+            _wait_for_promql(servers, monitor)
+            monitor.finish("COMPLETED")
+            print(f"demo: run {monitor.run_id} finished COMPLETED after {step} steps")
+            _print_compare(monitor, servers)
     except KeyboardInterrupt:
-        print("\ndemo: interrupted, stopping")
+        print("\ndemo: interrupted again; finishing the run FAILED and stopping now")
+        if monitor is not None:
+            monitor.finish("FAILED")
     finally:
+        if monitor is not None and not monitor.finished:  # an error escaped: the run failed
+            monitor.finish("FAILED")
         servers.stop()
-        print("demo: servers stopped")
+        print("demo: servers stopped" + (f"; data kept in {data_dir} (delete it to start fresh)"
+                                         if servers.api_url else ""))
     return 0
 
 
+def _train(monitor: TrainingMonitor, servers: Servers, steps: int | None, duration: float | None, rate: float,
+           query_every: float) -> int:
+    """The training loop; Ctrl-C ends it (the demo's normal end). Returns the number of steps logged."""
+    print("demo: training; Ctrl-C stops" + (f" after {steps} steps" if steps else "")
+          + (f" or {duration:g} s" if duration else ""))
+    planned = steps or (math.ceil(duration * rate) if duration else 5000)
+    simulation = Simulation(total_steps=planned)
+    extras = Extras(monitor, checkpoint_every=max(1, min(500, planned // 2)))  # short runs: mid-way and at the end
+    started = time.monotonic()
+    next_query = started + query_every
+    step = 0
+    try:
+        if servers.api_url:
+            extras.start()
+        while (steps is None or step < steps) and (duration is None or time.monotonic() - started < duration):
+            metrics = simulation.metrics(step)
+            monitor.log_metrics(metrics, step, tokens=64 * 512)
+            if servers.api_url:
+                extras.step(step, metrics)
+            step += 1
+            if time.monotonic() >= next_query:
+                _print_query(servers)
+                next_query = time.monotonic() + query_every
+            time.sleep(max(0.0, started + step / rate - time.monotonic()))
+    except KeyboardInterrupt:
+        print(f"\ndemo: interrupted at step {step}; finishing the run COMPLETED (Ctrl-C is how the demo ends; "
+              "press it again to stop at once)")
+    if servers.api_url and step:
+        extras.checkpoint(step - 1, simulation.metrics(step - 1))
+    return step
+
+
+def _print_urls(servers: Servers, monitor: TrainingMonitor) -> None:
+    print(f"demo: run {monitor.run_id} exporting at {monitor.metrics_url}")
+    if servers.prometheus_url:
+        query = _loss_query(servers)
+        print(f"demo: Prometheus at {servers.prometheus_url}  (graph: {servers.prometheus_url}/graph"
+              f"?g0.expr={quote(query)}&g0.tab=0&g0.range_input=5m)")
+    if servers.api_url:
+        run = f"{servers.api_url}/api/runs/{quote(monitor.run_id, safe='')}"
+        print(f"demo: metadata API at {servers.api_url} (SQLite {servers.data_dir / 'trainmon.db'}):")
+        print(f"demo:   experiments  {servers.api_url}/api/experiments")
+        print(f"demo:   this run     {run}")
+        print(f"demo:   train_loss   {run}/metrics/train_loss?max_points=100  (M4-reduced)")
+    if servers.pushgateway_url:
+        print(f"demo: Pushgateway at {servers.pushgateway_url}")
+    if servers.alertmanager_url:
+        print(f"demo: Alertmanager at {servers.alertmanager_url}  (notifications off unless ENABLE_NOTIFICATIONS)")
+
+
+def _loss_query(servers: Servers) -> str:
+    return f'trainmon_metric_value{{job="{servers.trainer_job}",key="train_loss"}}'
+
+
 def _print_query(servers: Servers, quiet: bool = False) -> bool:
+    """Print the live loss (and steps/s, firing alerts) from Prometheus; True when a loss sample came back."""
     if not servers.prometheus_url:
         return False
-    result = servers.query(QUERY)
-    if result:
-        print(f"demo: PromQL {QUERY} -> {format_result(result)}")
-        rate = servers.query('rate(trainmon_steps_total{job="trainmon-demo-trainer"}[30s])')
-        if rate:
-            print(f"demo: PromQL rate(trainmon_steps_total[30s]) -> {float(rate[0]['value'][1]):.1f} steps/s")
-        return True
-    if not quiet:
-        print(f"demo: PromQL {QUERY} -> (no sample yet; Prometheus scrapes every 2 s)")
-    return False
+    query = _loss_query(servers)
+    result = servers.query(query)
+    if not result:
+        if not quiet:
+            print(f"demo: PromQL {query} -> (no sample yet; Prometheus scrapes every {INTERVAL})")
+        return False
+    print(f"demo: PromQL {query} -> {format_result(result)}")
+    rate = servers.query(f'rate(trainmon_steps_total{{job="{servers.trainer_job}"}}[30s])')
+    if rate:
+        print(f"demo: PromQL rate(trainmon_steps_total[30s]) -> {float(rate[0]['value'][1]):.1f} steps/s")
+    firing = sorted({series["metric"].get("alertname", "?") for series in servers.query('ALERTS{alertstate="firing"}')})
+    print(f"demo: firing alerts: {', '.join(firing) if firing else 'none'}")
+    return True
+
+
+def _wait_for_promql(servers: Servers, monitor: TrainingMonitor, timeout: float = 30.0) -> None:
+    """Short runs end before the first scrape (and, with the API, discovery): wait for one PromQL answer."""
+    if not servers.prometheus_url:
+        return
+    deadline = time.monotonic() + timeout
+    while not _print_query(servers, quiet=True):
+        if time.monotonic() > deadline:
+            print(f"demo: no PromQL result within {timeout:g} s (targets: {servers.prometheus_url}/targets)")
+            return
+        monitor.flush()
+        time.sleep(0.5)
+
+
+def _print_compare(monitor: TrainingMonitor, servers: Servers) -> None:
+    if not servers.api_url:
+        return
+    try:
+        rows = monitor.compare_experiments(EXPERIMENT, keys=list(COMPARE_KEYS))
+    except Exception as error:  # noqa: BLE001 - the demo still ends cleanly
+        print(f"demo: compare_experiments failed: {error}")
+        return
+    print(f"demo: compare_experiments({EXPERIMENT!r}), every run of the experiment in {servers.data_dir}:")
+    print(format_table(rows, COMPARE_KEYS))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -239,11 +472,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     parser.add_argument("--rate", type=float, default=20.0, help="steps per second (default 20)")
     parser.add_argument("--query-every", type=float, default=5.0, help="seconds between PromQL prints")
+    parser.add_argument("--data-dir", type=Path, default=Path("demo-data"),
+                        help="the API's SQLite file, artifacts, checkpoints and spool (default ./demo-data)")
     args = parser.parse_args(argv)
     if args.rate <= 0 or (args.steps is not None and args.steps <= 0) or (args.duration is not None
                                                                            and args.duration <= 0):
         parser.error("--rate, --steps and --duration must be positive")
-    return run(args.steps, args.duration, args.rate, args.query_every)
+    return run(args.steps, args.duration, args.rate, args.query_every, args.data_dir)
 
 
 if __name__ == "__main__":
