@@ -146,7 +146,7 @@ class Servers:
 
         config_dir = self.workdir / "alertmanager"
         try:
-            with contextlib.redirect_stderr(open(os.devnull, "w")):  # noqa: SIM115 - its log line is noise here
+            with open(os.devnull, "w") as quiet, contextlib.redirect_stderr(quiet):  # its log line is noise here
                 alertmanager_renderer().render(config_dir, env=os.environ)
         except Exception as error:  # noqa: BLE001 - the demo goes on without Alertmanager
             print(f"demo: cannot render the Alertmanager config ({error}); skipping Alertmanager")
@@ -231,7 +231,10 @@ class Servers:
 
 
 def _installed(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package missing, or the module blocked (sys.modules[name] = None)
+        return False
 
 
 def _die_with_parent() -> None:
@@ -337,6 +340,7 @@ class Extras:
 def run(steps: int | None, duration: float | None, rate: float, query_every: float, data_dir: Path) -> int:
     servers = Servers(data_dir)
     monitor: TrainingMonitor | None = None
+    wrapping_up = False
     try:
         with sigint_as_keyboard_interrupt():
             servers.start_api()
@@ -347,16 +351,19 @@ def run(steps: int | None, duration: float | None, rate: float, query_every: flo
             monitor = TrainingMonitor(EXPERIMENT, PROJECT, port=0, pushgateway_url=servers.pushgateway_url,
                                       push_interval=5.0, batch_size=64, gpu=False, sample_interval=2.0,
                                       handle_signals=False, api_url=servers.api_url, env=env,
+                                      mode="online" if servers.api_url else "disabled",  # never a TRAINMON_API_URL
                                       spool_dir=str(data_dir.resolve() / "spool") if servers.api_url else None)
             servers.start_prometheus(f"127.0.0.1:{monitor.port}")
             _print_urls(servers, monitor)
             step = _train(monitor, servers, steps, duration, rate, query_every)
+            wrapping_up = True
             _wait_for_promql(servers, monitor)
             monitor.finish("COMPLETED")
             print(f"demo: run {monitor.run_id} finished COMPLETED after {step} steps")
             _print_compare(monitor, servers)
     except KeyboardInterrupt:
-        print("\ndemo: interrupted again; finishing the run FAILED and stopping now")
+        print("\ndemo: interrupted " + ("again; finishing the run FAILED and " if wrapping_up else "while starting; ")
+              + "stopping now")
         if monitor is not None:
             monitor.finish("FAILED")
     finally:

@@ -51,9 +51,9 @@ def stored(data_dir: Path) -> dict:
         }
 
 
-def assert_children_gone(output: str) -> None:
+def assert_children_gone(output: str, required: tuple[str, ...] = ("metadata API", "prometheus")) -> None:
     children = {name: int(pid) for name, pid in CHILD.findall(output)}
-    assert {"metadata API", "prometheus"} <= set(children), output
+    assert set(required) <= set(children), output
     for name, pid in children.items():
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
@@ -118,3 +118,35 @@ def test_ctrl_c_finishes_the_run_completed_and_stops_every_child(tmp_path: Path)
     assert "interrupted at step" in output and "demo: servers stopped" in output
     assert_run_stored(data_dir, output)
     assert_children_gone(output)
+
+
+def test_without_the_server_extra_prometheus_scrapes_the_trainer_directly(tmp_path: Path) -> None:
+    require_binary("prometheus")
+    code = ("import sys; sys.modules['fastapi'] = None  # as if the [server] extra were not installed\n"
+            "from trainmon.exporter.demo import main; sys.exit(main(sys.argv[1:]))")
+    demo = subprocess.run([sys.executable, "-c", code, "--data-dir", str(tmp_path / "data"), "--duration", "3",
+                           "--rate", "50", "--query-every", "1"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    output = demo.stdout + demo.stderr
+    assert demo.returncode == 0, output
+    assert "fastapi not installed; running without the metadata API" in output
+    assert re.search(r'PromQL trainmon_metric_value\{job="trainmon-demo-trainer",key="train_loss"\} -> '
+                     r'trainmon_metric_value\{key="train_loss",run_id="[^"]+"\} = \d+\.\d+', output), output
+    assert not (tmp_path / "data").exists()
+    assert_children_gone(output, required=("prometheus",))
+
+
+def test_rendered_prometheus_config_keeps_the_repo_jobs_and_rules_and_rejects_a_lost_job(tmp_path: Path) -> None:
+    import yaml
+    from trainmon.exporter.stack_render import RULES_DIR, render_prometheus_config
+
+    config = yaml.safe_load(render_prometheus_config(api_url="http://127.0.0.1:5001", pushgateway_url=None,
+                                                     alertmanager_url=None, interval="2s"))
+    assert [job["job_name"] for job in config["scrape_configs"]] == ["trainmon-trainers", "trainmon-api"]
+    assert config["scrape_configs"][0]["http_sd_configs"][0]["url"] == "http://127.0.0.1:5001/api/sd"
+    assert config["scrape_configs"][0]["honor_labels"] is True
+    assert config["rule_files"] == [str(RULES_DIR / "*.yml")] and "alerting" not in config
+    broken = tmp_path / "prometheus.yml"
+    broken.write_text(yaml.safe_dump({"global": {}, "scrape_configs": [{"job_name": "pushgateway"}]}))
+    with pytest.raises(ValueError, match="trainmon-trainers, trainmon-api"):
+        render_prometheus_config(api_url=None, pushgateway_url=None, alertmanager_url=None, source=broken)
