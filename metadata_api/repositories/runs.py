@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from ..models import Experiment, Run, RunEndpoint, RunTag
@@ -55,6 +55,12 @@ def register_endpoint(session: Session, run_id: str, rank: int, url: str, host: 
     """Record (or replace) the exporter endpoint of one rank of a run."""
     row = {"run_id": run_id, "rank": rank, "url": url, "host": host, "updated_at": now}
     upsert_many(session, RunEndpoint.__table__, [row], ["run_id", "rank"], ["url", "host", "updated_at"])
+
+
+def drop_endpoints_from_rank(session: Session, run_id: str, first_rank: int) -> None:
+    """Forget the endpoints of ranks >= `first_rank` (a run resumed with a smaller world)."""
+    session.execute(delete(RunEndpoint).where(RunEndpoint.run_id == run_id, RunEndpoint.rank >= first_rank)
+                    .execution_options(synchronize_session=False))
 
 
 def add_run(session: Session, run: Run) -> Run:

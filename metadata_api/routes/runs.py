@@ -133,10 +133,13 @@ def post_tags(body: TagsIn, run: WritableRun, session: SessionDep) -> RunOut:
 
 def _register_endpoint(session: Session, run: Run, body: RunCreate) -> None:
     """Record this rank's exporter endpoint (a rank without a number is rank 0); the run's own `exporter_url`
-    stays rank 0's, or the first one registered."""
+    stays rank 0's, or the first one registered. A `world_size` drops the endpoints of ranks beyond it (an
+    elastic resume with fewer ranks leaves no dead targets behind)."""
+    rank = body.rank or 0
+    if body.world_size is not None and rank < body.world_size:
+        run_repo.drop_endpoints_from_rank(session, run.id, body.world_size)
     if body.exporter_url is None:
         return
-    rank = body.rank or 0
     run_repo.register_endpoint(session, run.id, rank, body.exporter_url, body.host, utcnow())
     if rank == 0 or run.exporter_url is None:
         run.exporter_url = body.exporter_url

@@ -61,6 +61,15 @@ def test_a_resumed_rank_replaces_its_endpoint(api: TestClient) -> None:
     assert sd_targets(api) == [("ddp", "0", "10.0.0.1:9400"), ("ddp", "1", "10.0.0.9:9500")]
 
 
+def test_a_resume_with_fewer_ranks_forgets_the_ranks_beyond_the_world(api: TestClient) -> None:
+    for rank in range(4):
+        register(api, rank, f"http://10.0.0.{rank + 1}:9400/metrics", world_size=4)
+    assert api.post("/api/runs/ddp/status", json={"status": "CRASHED"}).status_code == 200
+    resumed = register(api, 0, "http://10.0.0.7:9400/metrics", world_size=2)
+    assert endpoint_urls(resumed) == {0: "http://10.0.0.7:9400/metrics", 1: "http://10.0.0.2:9400/metrics"}
+    assert [rank for _, rank, _ in sd_targets(api)] == ["0", "1"]
+
+
 def test_ranks_without_an_exporter_and_runs_without_a_rank(api: TestClient) -> None:
     quiet = register(api, 0, None, run_id="quiet")
     assert quiet["endpoints"] == [] and quiet["exporter_url"] is None
