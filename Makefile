@@ -21,6 +21,8 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The main job on embedded defaults: the metadata API on SQLite (./demo-data), a simulated trainer shipping to
+# it, Prometheus discovering it via /api/sd with the repo's rules, Alertmanager; Ctrl-C finishes the run and stops all.
 demo: $(STAMP)
 	$(PY) -m trainmon.exporter.demo
 

@@ -440,9 +440,9 @@ def _print_query(servers: Servers, quiet: bool = False) -> bool:
             print(f"demo: PromQL {query} -> (no sample yet; Prometheus scrapes every {INTERVAL})")
         return False
     print(f"demo: PromQL {query} -> {format_result(result)}")
-    rate = servers.query(f'rate(trainmon_steps_total{{job="{servers.trainer_job}"}}[30s])')
+    rate = servers.query(f'rate(trainmon_steps_total{{job="{servers.trainer_job}"}}[10s])')
     if rate:
-        print(f"demo: PromQL rate(trainmon_steps_total[30s]) -> {float(rate[0]['value'][1]):.1f} steps/s")
+        print(f"demo: PromQL rate(trainmon_steps_total[10s]) -> {float(rate[0]['value'][1]):.1f} steps/s")
     firing = sorted({series["metric"].get("alertname", "?") for series in servers.query('ALERTS{alertstate="firing"}')})
     print(f"demo: firing alerts: {', '.join(firing) if firing else 'none'}")
     return True
