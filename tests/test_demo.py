@@ -79,7 +79,7 @@ def test_brief_run_ships_to_the_api_prints_promql_and_the_compare_table_then_sto
         tmp_path: Path) -> None:
     require_binary("prometheus")
     data_dir = tmp_path / "data"
-    demo = start(data_dir, "--duration", "5", "--rate", "50")
+    demo = start(data_dir, "--steps", "250", "--rate", "50")
     output, _ = demo.communicate(timeout=150)
     assert demo.returncode == 0, output
     match = PROMQL_RESULT.search(output)
