@@ -150,3 +150,11 @@ def test_rendered_prometheus_config_keeps_the_repo_jobs_and_rules_and_rejects_a_
     broken.write_text(yaml.safe_dump({"global": {}, "scrape_configs": [{"job_name": "pushgateway"}]}))
     with pytest.raises(ValueError, match="trainmon-trainers, trainmon-api"):
         render_prometheus_config(api_url=None, pushgateway_url=None, alertmanager_url=None, source=broken)
+
+
+def test_importing_the_demo_loads_no_server_code() -> None:
+    code = ("import sys, trainmon.exporter.demo, trainmon.exporter.stack_render\n"
+            "print(sorted(m for m in ('fastapi', 'uvicorn', 'sqlalchemy', 'yaml', 'trainmon.metadata_api') "
+            "if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert loaded.stdout.strip() == "[]", loaded.stdout + loaded.stderr
