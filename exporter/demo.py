@@ -362,8 +362,9 @@ def run(steps: int | None, duration: float | None, rate: float, query_every: flo
             print(f"demo: run {monitor.run_id} finished COMPLETED after {step} steps")
             _print_compare(monitor, servers)
     except KeyboardInterrupt:
-        print("\ndemo: interrupted " + ("again; finishing the run FAILED and " if wrapping_up else "while starting; ")
-              + "stopping now")
+        unfinished = monitor is not None and not monitor.finished
+        print("\ndemo: interrupted " + ("again" if wrapping_up else "while starting")
+              + ("; finishing the run FAILED" if unfinished else "") + "; stopping now")
         if monitor is not None:
             monitor.finish("FAILED")
     finally:
@@ -402,8 +403,9 @@ def _train(monitor: TrainingMonitor, servers: Servers, steps: int | None, durati
     except KeyboardInterrupt:
         print(f"\ndemo: interrupted at step {step}; finishing the run COMPLETED (Ctrl-C is how the demo ends; "
               "press it again to stop at once)")
-    if servers.api_url and step:
-        extras.checkpoint(step - 1, simulation.metrics(step - 1))
+    last = step - 1
+    if servers.api_url and step and not (last and last % extras.checkpoint_every == 0):  # not saved just now
+        extras.checkpoint(last, simulation.metrics(last))
     return step
 
 
