@@ -34,7 +34,7 @@ def start(data_dir: Path, *args: str) -> subprocess.Popen:
     env = {name: value for name, value in os.environ.items() if name != "ENABLE_NOTIFICATIONS"}
     return subprocess.Popen([*DEMO, "--data-dir", str(data_dir), "--query-every", "1", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**env, "PYTHONUNBUFFERED": "1"})
+                            env={**env, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
 
 
 def stored(data_dir: Path) -> dict:
@@ -93,7 +93,9 @@ def test_brief_run_ships_to_the_api_prints_promql_and_the_compare_table_then_sto
     assert_children_gone(output)
 
 
-def test_ctrl_c_finishes_the_run_completed_and_stops_every_child(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_ctrl_c_finishes_the_run_completed_and_stops_every_child(tmp_path: Path, stop: str) -> None:
+    """Ctrl-C in a terminal signals the whole foreground process group; SIGTERM (e.g. `kill`) only the demo."""
     require_binary("prometheus")
     data_dir = tmp_path / "data"
     demo = start(data_dir)
@@ -106,7 +108,10 @@ def test_ctrl_c_finishes_the_run_completed_and_stops_every_child(tmp_path: Path)
             if PROMQL_RESULT.search(line):
                 break
         assert PROMQL_RESULT.search("".join(lines)), "".join(lines)
-        demo.send_signal(signal.SIGINT)
+        if stop == "ctrl-c":
+            os.killpg(demo.pid, signal.SIGINT)  # the demo's group: its servers run in their own sessions
+        else:
+            demo.send_signal(signal.SIGTERM)
         rest, _ = demo.communicate(timeout=90)
     finally:
         watchdog.cancel()
