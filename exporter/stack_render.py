@@ -1,4 +1,4 @@
-"""The repository's stack configs rendered for local servers: what `make demo` and the stack tests both run.
+"""The repository's stack configs rendered for local servers (`make demo`; the same rendering as tests/stack).
 
 Nothing here forks a config: `render_prometheus_config` loads `prometheus/prometheus.yml` (the file
 docker-compose.yml mounts), checks the jobs it rewrites are there, and changes only addresses and intervals;
