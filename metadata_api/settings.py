@@ -20,7 +20,7 @@ class Settings(BaseSettings):
     """Metadata API configuration; every field maps to the upper-case environment variable of its name."""
 
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
-                                      case_sensitive=False)
+                                      case_sensitive=False, env_ignore_empty=True)  # VAR= means unset
 
     # The seed's variables.
     host: str = "127.0.0.1"

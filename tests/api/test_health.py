@@ -109,3 +109,13 @@ def test_env_example_lists_every_setting() -> None:
     text = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
     listed = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", text, re.MULTILINE))
     assert {name.upper() for name in Settings.model_fields} - listed == set()
+
+
+def test_an_empty_variable_means_unset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ENABLE_NOTIFICATIONS=` (as compose writes an unset variable) keeps the default instead of failing."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ENABLE_NOTIFICATIONS", "")
+    monkeypatch.setenv("PORT", "")
+    settings = Settings()
+    assert settings.port == 5000
+    assert settings.enable_notifications == Settings.model_fields["enable_notifications"].default
