@@ -41,7 +41,7 @@ def upsert_points(session: Session, run_id: str, points: Sequence[PointRow]) -> 
         if connection.dialect.name == "postgresql":
             rows.sort()  # one lock order for every writer: concurrent overlapping batches cannot deadlock
         connection.exec_driver_sql(_upsert_sql(connection.dialect.paramstyle), rows)
-        series_blocks.refresh_blocks(connection, series_blocks.block_ranges(run_id, points), points_deleted=False)
+        series_blocks.record_written(connection, run_id, rows)
     return len(rows)
 
 

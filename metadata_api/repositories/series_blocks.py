@@ -2,7 +2,7 @@
 
 A block is the steps `[block * BLOCK_STEPS, block * BLOCK_STEPS + BLOCK_STEPS - 1]` of one (run, key); its row
 holds the first and last step, the count, the finite min and max value and the first step holding NaN, +Inf and
--Inf. Rows are recomputed from the points (one INSERT ... SELECT ... GROUP BY over the affected blocks) in the
+-Inf. Rows are recomputed from the points (an INSERT ... SELECT of each affected block's aggregates) in the
 same transaction that writes or deletes the points, so they are exact whatever a batch replaces (last write
 wins) or retention deletes. On PostgreSQL a transaction-scoped advisory lock per run orders concurrent
 refreshes of the same run: each recomputes after the previous one committed.
@@ -35,6 +35,7 @@ _AGGREGATES = (f"MIN(step), MAX(step), COUNT(*), MIN(value), MAX(value), "
                f"MIN(CASE WHEN special = {SPECIAL_NEG_INF} THEN step END)")
 _BLOCK_COLUMNS = ("first_step", "last_step", "count", "min_value", "max_value", "nan_step", "pos_inf_step",
                   "neg_inf_step")
+SeriesBlock = tuple[str, str, int]  # run_id, key, block
 _UPSERT_TAIL = ("ON CONFLICT (run_id, key, block) DO UPDATE SET "
                 + ", ".join(f"{name} = excluded.{name}" for name in _BLOCK_COLUMNS))
 
@@ -44,58 +45,152 @@ def _mark(connection: Connection) -> str:
 
 
 def _refresh_sql(connection: Connection) -> str:
+    """One block from its points: no GROUP BY (no sort), one index range scan of at most BLOCK_STEPS rows."""
     mark = _mark(connection)
     return (f"INSERT INTO metric_blocks (run_id, key, block, {', '.join(_BLOCK_COLUMNS)}) "
-            f"SELECT run_id, key, step / {BLOCK_STEPS}, {_AGGREGATES} FROM metric_points "
-            f"WHERE run_id = {mark} AND key = {mark} AND step BETWEEN {mark} AND {mark} "
-            f"GROUP BY run_id, key, step / {BLOCK_STEPS} {_UPSERT_TAIL}")
+            f"SELECT {mark}, {mark}, {mark}, {_AGGREGATES} FROM metric_points "
+            f"WHERE run_id = {mark} AND key = {mark} AND step BETWEEN {mark} AND {mark} {_UPSERT_TAIL}")
 
 
-def _lock_runs(connection: Connection, ranges: Sequence[tuple[str, str, int, int]]) -> None:
+def _lock_runs(connection: Connection, blocks: Sequence[SeriesBlock]) -> None:
     """PostgreSQL: wait for other transactions refreshing blocks of these runs (taken in one order: no deadlock).
     The refresh statements that follow read the points those transactions committed."""
     if connection.dialect.name == "postgresql":
-        for run_id in sorted({r[0] for r in ranges}):
+        for run_id in sorted({block[0] for block in blocks}):
             connection.exec_driver_sql(
                 "SELECT pg_advisory_xact_lock(hashtextextended('trainmon.metric_blocks:' || %s, 0))", (run_id,))
 
 
-def block_ranges(run_id: str, points: Iterable[Sequence]) -> list[tuple[str, str, int, int]]:
-    """(run_id, key, first step, last step) ranges covering every block that holds one of `points` ((key, step,
-    ...) rows of the run), contiguous blocks of a key joined into one range, in (key, step) order."""
-    ranges: list[list] = []
-    for key, block in sorted({(point[0], point[1] // BLOCK_STEPS) for point in points}):
-        if ranges and ranges[-1][1] == key and ranges[-1][3] == block - 1:
-            ranges[-1][3] = block
-        else:
-            ranges.append([run_id, key, block, block])
-    return [(run_id, key, lo * BLOCK_STEPS, (hi + 1) * BLOCK_STEPS - 1) for run_id, key, lo, hi in ranges]
+def affected_blocks(run_id: str, points: Iterable[Sequence]) -> list[SeriesBlock]:
+    """The (run_id, key, block) of every block holding one of `points` ((key, step, ...) rows of the run)."""
+    return [(run_id, key, block) for key, block in sorted({(point[0], point[1] // BLOCK_STEPS) for point in points})]
 
 
-def refresh_blocks(connection: Connection, ranges: Sequence[tuple[str, str, int, int]],
-                   points_deleted: bool = True) -> None:
-    """Recompute the blocks in `ranges` (see `block_ranges`) from the points, after the points changed in this
-    transaction; with `points_deleted`, blocks left without points are deleted (ingest only adds or replaces
-    points: it passes False and saves the check)."""
-    if not ranges:
+def refresh_blocks(connection: Connection, blocks: Sequence[SeriesBlock], points_deleted: bool = True) -> None:
+    """Recompute `blocks` (see `affected_blocks`) from the points, after the points changed in this transaction;
+    with `points_deleted`, blocks left without points are deleted (ingest only adds or replaces points: it passes
+    False and saves the check)."""
+    if not blocks:
         return
-    _lock_runs(connection, ranges)
+    _lock_runs(connection, blocks)
     mark = _mark(connection)
     if points_deleted:
-        emptied = [(run_id, key, block) for run_id, key, lo, hi in ranges for (block,) in connection.exec_driver_sql(
-            f"SELECT block FROM metric_blocks b WHERE run_id = {mark} AND key = {mark} AND block BETWEEN {mark} "
-            f"AND {mark} AND NOT EXISTS (SELECT 1 FROM metric_points p WHERE p.run_id = b.run_id AND p.key = b.key "
-            f"AND p.step BETWEEN b.block * {BLOCK_STEPS} AND b.block * {BLOCK_STEPS} + {BLOCK_STEPS - 1})",
-            (run_id, key, lo // BLOCK_STEPS, hi // BLOCK_STEPS))]
+        emptied = _emptied(connection, blocks)
         if emptied:
             connection.exec_driver_sql(
                 f"DELETE FROM metric_blocks WHERE run_id = {mark} AND key = {mark} AND block = {mark}", emptied)
-    connection.exec_driver_sql(_refresh_sql(connection), list(ranges))
+            gone = set(emptied)
+            blocks = [block for block in blocks if block not in gone]
+    if blocks:
+        connection.exec_driver_sql(_refresh_sql(connection),
+                                   [(*block, block[0], block[1], *_steps_of(block[2])) for block in blocks])
+
+
+def _steps_of(block: int) -> tuple[int, int]:
+    return block * BLOCK_STEPS, block * BLOCK_STEPS + BLOCK_STEPS - 1
+
+
+def _emptied(connection: Connection, blocks: Sequence[SeriesBlock]) -> list[SeriesBlock]:
+    """Those of `blocks` that have no points left."""
+    found = []
+    for start in range(0, len(blocks), LOOKUP_CHUNK):
+        chunk = [(run_id, key, block, *_steps_of(block)) for run_id, key, block in blocks[start:start + LOOKUP_CHUNK]]
+        sql = (_values_cte(connection, (("r", "text"), ("k", "text"), ("b", "bigint"), ("lo", "bigint"),
+                                        ("hi", "bigint")), len(chunk))
+               + "SELECT r, k, b FROM wanted WHERE NOT EXISTS (SELECT 1 FROM metric_points p WHERE p.run_id = r "
+               "AND p.key = k AND p.step BETWEEN lo AND hi)")
+        found.extend(tuple(row) for row in connection.exec_driver_sql(sql, tuple(_flat(chunk))))
+    return found
+
+
+def record_written(connection: Connection, run_id: str, rows: Sequence[Sequence]) -> None:
+    """Bring the run's blocks up to date after `rows` ((run_id, key, step, value, special, wall_time), one per
+    (key, step)) were upserted in this transaction.
+
+    The hot path of ingest, so the batch's own aggregates are computed here (no second read of its points): a
+    block with no row yet had no points, so the batch's aggregates are the block's; a block whose stored last
+    step is before the batch's first step in it gained points and lost none, so the two merge exactly; any other
+    block (a step may have been replaced) is recomputed from its points."""
+    batch = _batch_aggregates(rows)
+    if not batch:
+        return
+    _lock_runs(connection, [(run_id, "", 0)])
+    stored = _stored_blocks(connection, run_id, batch)
+    merged, replaced = [], []
+    for (key, block), new in batch.items():
+        old = stored.get((key, block))
+        if old is None:
+            merged.append((run_id, key, block, *new))
+        elif new[0] > old[1]:
+            merged.append((run_id, key, block, old[0], new[1], old[2] + new[2], _least(old[3], new[3]),
+                           _greatest(old[4], new[4]), *(o if o is not None else n for o, n in zip(old[5:], new[5:],
+                                                                                               strict=True))))
+        else:
+            replaced.append((run_id, key, block))
+    mark = _mark(connection)
+    if merged:
+        connection.exec_driver_sql(f"INSERT INTO metric_blocks (run_id, key, block, {', '.join(_BLOCK_COLUMNS)}) "
+                                   f"VALUES ({', '.join([mark] * 11)}) {_UPSERT_TAIL}", merged)
+    refresh_blocks(connection, replaced, points_deleted=False)
+
+
+def _least(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _greatest(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def _batch_aggregates(rows: Sequence[Sequence]) -> dict[tuple[str, int], list]:
+    """(key, block) -> [first, last, count, finite min, finite max, first NaN, +Inf, -Inf step] of `rows`."""
+    found: dict[tuple[str, int], list] = {}
+    for _run_id, key, step, value, special, _wall_time in rows:
+        block = (key, step // BLOCK_STEPS)
+        aggregate = found.get(block)
+        if aggregate is None:
+            found[block] = aggregate = [step, step, 0, value, value, None, None, None]
+        elif step < aggregate[0]:
+            aggregate[0] = step
+        elif step > aggregate[1]:
+            aggregate[1] = step
+        aggregate[2] += 1
+        if special:  # 1 NaN, 2 +Inf, 3 -Inf: the columns after max
+            slot = 4 + special
+            if aggregate[slot] is None or step < aggregate[slot]:
+                aggregate[slot] = step
+        elif aggregate[3] is None:
+            aggregate[3] = aggregate[4] = value
+        elif value < aggregate[3]:
+            aggregate[3] = value
+        elif value > aggregate[4]:
+            aggregate[4] = value
+    return found
+
+
+def _stored_blocks(connection: Connection, run_id: str, batch: dict[tuple[str, int], list]) -> dict[tuple, tuple]:
+    """The stored rows of the blocks in `batch`, by (key, block): one range read per key."""
+    spans: dict[str, list[int]] = {}
+    for key, block in batch:
+        span = spans.setdefault(key, [block, block])
+        span[0], span[1] = min(span[0], block), max(span[1], block)
+    mark = _mark(connection)
+    stored: dict[tuple, tuple] = {}
+    for key, (low, high) in spans.items():
+        for block, *columns in connection.exec_driver_sql(
+                f"SELECT block, {', '.join(_BLOCK_COLUMNS)} FROM metric_blocks WHERE run_id = {mark} "
+                f"AND key = {mark} AND block BETWEEN {mark} AND {mark}", (run_id, key, low, high)):
+            stored[(key, block)] = tuple(columns)
+    return stored
 
 
 def rebuild_series_blocks(connection: Connection, run_id: str, key: str) -> None:
     """Recompute every block of one series (for points written around the API, e.g. a bulk load)."""
-    refresh_blocks(connection, [(run_id, key, 0, 2**63 - 1)])
+    mark = _mark(connection)
+    steps = connection.exec_driver_sql(f"SELECT step FROM metric_points WHERE run_id = {mark} AND key = {mark}",
+                                       (run_id, key)).scalars()
+    connection.exec_driver_sql(f"DELETE FROM metric_blocks WHERE run_id = {mark} AND key = {mark}", (run_id, key))
+    refresh_blocks(connection, affected_blocks(run_id, ((key, step) for step in steps)), points_deleted=False)
 
 
 # --- the reduction ---------------------------------------------------------------------------------------------

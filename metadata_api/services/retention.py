@@ -62,8 +62,8 @@ def _refresh_blocks(session: Session, rows: Sequence[Any]) -> None:
     by_run: dict[str, list[tuple[str, int]]] = {}
     for row in rows:
         by_run.setdefault(row.run_id, []).append((row.key, row.step))
-    series_blocks.refresh_blocks(session.connection(), [block_range for run_id, points in sorted(by_run.items())
-                                                        for block_range in series_blocks.block_ranges(run_id, points)])
+    series_blocks.refresh_blocks(session.connection(), [block for run_id, points in sorted(by_run.items())
+                                                        for block in series_blocks.affected_blocks(run_id, points)])
 
 
 def prune_ingest_batches(write_sessions: Callable[[], Session], retention_days: float, batch_size: int,
