@@ -9,6 +9,7 @@ from types import ModuleType
 from typing import Any
 
 import yaml
+from trainmon.exporter.stack_render import alertmanager_renderer  # noqa: F401 - re-exported for the tests
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = REPO / "prometheus"
@@ -34,15 +35,6 @@ def rule_groups() -> list[dict]:
 
 def alerting_rules() -> list[dict]:
     return [rule for group in rule_groups() for rule in group["rules"] if "alert" in rule]
-
-
-def alertmanager_renderer() -> ModuleType:
-    """alertmanager/render.py as a module: the same code docker-compose runs before Alertmanager starts."""
-    spec = importlib.util.spec_from_file_location("trainmon_alertmanager_render", ALERTMANAGER_DIR / "render.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def dashboard_generator() -> ModuleType:

@@ -8,45 +8,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import requests
 import yaml
-from repo_files import PROMETHEUS_DIR, RULES_DIR, load_yaml
+from repo_files import RULES_DIR, load_yaml
+from trainmon.exporter.stack_render import render_prometheus_config  # noqa: F401 - re-exported for the tests
 
 DURATION = re.compile(r"(\d+)([smhd])")
 SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def _hostport(url: str) -> str:
-    return urlsplit(url).netloc
-
-
-def render_prometheus_config(*, api_url: str | None, pushgateway_url: str | None, alertmanager_url: str | None,
-                             rules_dir: Path = RULES_DIR, interval: str = "1s") -> str:
-    """prometheus/prometheus.yml with its targets pointed at local servers and every interval set to `interval`.
-
-    Jobs whose server is not given are dropped; the self-scrape jobs are dropped.
-    """
-    config = load_yaml(PROMETHEUS_DIR / "prometheus.yml")
-    config["global"].update(scrape_interval=interval, scrape_timeout=interval, evaluation_interval=interval)
-    config["rule_files"] = [str(rules_dir / "*.yml")]
-    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert {"trainmon-trainers", "pushgateway", "trainmon-api"} <= set(jobs), "prometheus.yml lost a job"
-    kept = []
-    if api_url:
-        jobs["trainmon-trainers"]["http_sd_configs"][0].update(url=f"{api_url}/api/sd", refresh_interval=interval)
-        jobs["trainmon-api"]["static_configs"] = [{"targets": [_hostport(api_url)]}]
-        kept += [jobs["trainmon-trainers"], jobs["trainmon-api"]]
-    if pushgateway_url:
-        jobs["pushgateway"]["static_configs"] = [{"targets": [_hostport(pushgateway_url)]}]
-        kept.append(jobs["pushgateway"])
-    config["scrape_configs"] = kept
-    if alertmanager_url:
-        config["alerting"]["alertmanagers"][0]["static_configs"] = [{"targets": [_hostport(alertmanager_url)]}]
-    else:
-        config.pop("alerting")
-    return yaml.safe_dump(config, sort_keys=False)
 
 
 def _scale_duration(text: str, factor: float) -> str:
