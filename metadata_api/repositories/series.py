@@ -89,7 +89,7 @@ def _sql_m4(session: Session, run_id: str, key: str, first_step: int, last_step:
     width = bucket_width(first_step, last_step, buckets)
     if width >= series_blocks.MIN_BLOCKED_WIDTH:  # buckets span many blocks: merge block summaries instead
         chosen = series_blocks.blocked_m4(session, run_id, key, first_step, width)
-        by_step = {p.step: p for p in _points_at(session, run_id, key, chosen)}
+        by_step = {p.step: p for p in _decode(series_blocks.points_at(session.connection(), run_id, key, chosen))}
         return [by_step[step] for step in chosen]
     dialect = session.get_bind().dialect.name
     sqlite = dialect == "sqlite"

@@ -52,11 +52,11 @@ def _refresh_sql(connection: Connection) -> str:
             f"WHERE run_id = {mark} AND key = {mark} AND step BETWEEN {mark} AND {mark} {_UPSERT_TAIL}")
 
 
-def _lock_runs(connection: Connection, blocks: Sequence[SeriesBlock]) -> None:
-    """PostgreSQL: wait for other transactions refreshing blocks of these runs (taken in one order: no deadlock).
-    The refresh statements that follow read the points those transactions committed."""
+def _lock_runs(connection: Connection, run_ids: Iterable[str]) -> None:
+    """PostgreSQL: wait for other transactions updating blocks of these runs (taken in one order: no deadlock).
+    The statements that follow see the points and blocks those transactions committed."""
     if connection.dialect.name == "postgresql":
-        for run_id in sorted({block[0] for block in blocks}):
+        for run_id in sorted(set(run_ids)):
             connection.exec_driver_sql(
                 "SELECT pg_advisory_xact_lock(hashtextextended('trainmon.metric_blocks:' || %s, 0))", (run_id,))
 
@@ -72,7 +72,7 @@ def refresh_blocks(connection: Connection, blocks: Sequence[SeriesBlock], points
     False and saves the check)."""
     if not blocks:
         return
-    _lock_runs(connection, blocks)
+    _lock_runs(connection, (block[0] for block in blocks))
     mark = _mark(connection)
     if points_deleted:
         emptied = _emptied(connection, blocks)
@@ -95,11 +95,11 @@ def _emptied(connection: Connection, blocks: Sequence[SeriesBlock]) -> list[Seri
     found = []
     for start in range(0, len(blocks), LOOKUP_CHUNK):
         chunk = [(run_id, key, block, *_steps_of(block)) for run_id, key, block in blocks[start:start + LOOKUP_CHUNK]]
-        sql = (_values_cte(connection, (("r", "text"), ("k", "text"), ("b", "bigint"), ("lo", "bigint"),
-                                        ("hi", "bigint")), len(chunk))
-               + "SELECT r, k, b FROM wanted WHERE NOT EXISTS (SELECT 1 FROM metric_points p WHERE p.run_id = r "
+        cte, parameters = _wanted(connection, (("r", "text"), ("k", "text"), ("b", "bigint"), ("lo", "bigint"),
+                                               ("hi", "bigint")), chunk)
+        sql = (cte + "SELECT r, k, b FROM wanted WHERE NOT EXISTS (SELECT 1 FROM metric_points p WHERE p.run_id = r "
                "AND p.key = k AND p.step BETWEEN lo AND hi)")
-        found.extend(tuple(row) for row in connection.exec_driver_sql(sql, tuple(_flat(chunk))))
+        found.extend(tuple(row) for row in connection.exec_driver_sql(sql, tuple(parameters)))
     return found
 
 
@@ -114,7 +114,7 @@ def record_written(connection: Connection, run_id: str, rows: Sequence[Sequence]
     batch = _batch_aggregates(rows)
     if not batch:
         return
-    _lock_runs(connection, [(run_id, "", 0)])
+    _lock_runs(connection, [run_id])
     stored = _stored_blocks(connection, run_id, batch)
     merged, replaced = [], []
     for (key, block), new in batch.items():
@@ -213,6 +213,8 @@ def _groups_sql(mark: str) -> str:
 def blocked_m4(session: Session, run_id: str, key: str, first_step: int, width: int) -> list[int]:
     """The steps M4 keeps (see `reduction.m4_reduce`) for buckets of `width` steps from `first_step`, in order."""
     connection = session.connection()
+    if connection.dialect.name == "postgresql":  # the lookups' estimates are far too high; JIT would cost ~100 ms
+        connection.exec_driver_sql("SET LOCAL jit = off")
     bounds = (first_step, width) * 3
     pieces: list[tuple[int, bool, Piece]] = []  # (bucket, aggregated from blocks, piece)
     cut: list[tuple[int, int]] = []  # the part of each cut block in each bucket it spans
@@ -229,15 +231,17 @@ def blocked_m4(session: Session, run_id: str, key: str, first_step: int, width: 
     return _merge(connection, run_id, key, pieces)
 
 
-def _values_cte(connection: Connection, columns: Sequence[tuple[str, str]], rows: int) -> str:
-    """`WITH wanted(columns) AS (VALUES ...)` with one bound parameter a cell (typed on PostgreSQL)."""
-    postgres = connection.dialect.name == "postgresql"
-    row = "(" + ", ".join(f"%s::{kind}" if postgres else "?" for _, kind in columns) + ")"
-    return f"WITH wanted({', '.join(name for name, _ in columns)}) AS (VALUES {', '.join([row] * rows)}) "
-
-
-def _flat(rows: Sequence[Sequence]) -> list:
-    return [cell for row in rows for cell in row]
+def _wanted(connection: Connection, columns: Sequence[tuple[str, str]], rows: Sequence[Sequence]) -> tuple[str, list]:
+    """`WITH wanted(columns) AS (...)` over `rows`, and its parameters: on PostgreSQL one array a column (unnest:
+    three parameters, not thousands), elsewhere a VALUES list with one parameter a cell."""
+    names = ", ".join(name for name, _ in columns)
+    if connection.dialect.name == "postgresql":
+        arrays = ", ".join(f"%s::{kind}[]" for _, kind in columns)
+        return (f"WITH wanted({names}) AS (SELECT * FROM unnest({arrays})) ",
+                [list(column) for column in zip(*rows, strict=True)])
+    row = "(" + ", ".join("?" for _ in columns) + ")"
+    return (f"WITH wanted({names}) AS (VALUES {', '.join([row] * len(rows))}) ",
+            [cell for row in rows for cell in row])
 
 
 def _part_aggregates(connection: Connection, run_id: str, key: str, ranges: list[tuple[int, int]]) -> list[Piece]:
@@ -246,11 +250,11 @@ def _part_aggregates(connection: Connection, run_id: str, key: str, ranges: list
     found: list[Piece] = []
     for start in range(0, len(ranges), LOOKUP_CHUNK):
         chunk = ranges[start:start + LOOKUP_CHUNK]
-        sql = (_values_cte(connection, (("lo", "bigint"), ("hi", "bigint")), len(chunk))
-               + f"SELECT {_AGGREGATES} FROM wanted JOIN metric_points p ON p.run_id = {mark} "
+        cte, parameters = _wanted(connection, (("lo", "bigint"), ("hi", "bigint")), chunk)
+        sql = (cte + f"SELECT {_AGGREGATES} FROM wanted JOIN metric_points p ON p.run_id = {mark} "
                f"AND p.key = {mark} AND p.step BETWEEN wanted.lo AND wanted.hi GROUP BY wanted.lo")
         found.extend((first, last, *rest) for first, last, _count, *rest
-                     in connection.exec_driver_sql(sql, (*_flat(chunk), run_id, key)))
+                     in connection.exec_driver_sql(sql, (*parameters, run_id, key)))
     return found
 
 
@@ -296,15 +300,15 @@ def _first_blocks_with(connection: Connection, run_id: str, key: str, lookups: l
     narrowed: list[Lookup] = []
     for start in range(0, len(lookups), LOOKUP_CHUNK):
         chunk = lookups[start:start + LOOKUP_CHUNK]
-        sql = (_values_cte(connection, (("mx", "integer"), ("lo", "bigint"), ("hi", "bigint"), ("v", "float8")),
-                           len(chunk))
-               + f"SELECT mx, v, (SELECT b.block FROM metric_blocks b WHERE b.run_id = {mark} AND b.key = {mark} "
+        cte, parameters = _wanted(connection, (("mx", "integer"), ("lo", "bigint"), ("hi", "bigint"),
+                                               ("v", "float8")), chunk)
+        sql = (cte + f"SELECT mx, v, (SELECT b.block FROM metric_blocks b WHERE b.run_id = {mark} AND b.key = {mark} "
                f"AND b.block BETWEEN wanted.lo / {BLOCK_STEPS} AND wanted.hi / {BLOCK_STEPS} "
                f"AND b.first_step >= wanted.lo AND b.last_step <= wanted.hi "
                f"AND (CASE WHEN wanted.mx = 1 THEN b.max_value ELSE b.min_value END) = wanted.v "
                f"ORDER BY b.block LIMIT 1) FROM wanted")
         narrowed.extend((kind, block * BLOCK_STEPS, (block + 1) * BLOCK_STEPS - 1, value) for kind, value, block
-                        in connection.exec_driver_sql(sql, (*_flat(chunk), run_id, key)))
+                        in connection.exec_driver_sql(sql, (*parameters, run_id, key)))
     return narrowed
 
 
@@ -314,9 +318,23 @@ def _first_steps_with(connection: Connection, run_id: str, key: str, lookups: li
     steps: list[int] = []
     for start in range(0, len(lookups), LOOKUP_CHUNK):
         chunk = [(lo, hi, value) for _kind, lo, hi, value in lookups[start:start + LOOKUP_CHUNK]]
-        sql = (_values_cte(connection, (("lo", "bigint"), ("hi", "bigint"), ("v", "float8")), len(chunk))
-               + f"SELECT (SELECT p.step FROM metric_points p WHERE p.run_id = {mark} AND p.key = {mark} "
+        cte, parameters = _wanted(connection, (("lo", "bigint"), ("hi", "bigint"), ("v", "float8")), chunk)
+        sql = (cte + f"SELECT (SELECT p.step FROM metric_points p WHERE p.run_id = {mark} AND p.key = {mark} "
                f"AND p.step BETWEEN wanted.lo AND wanted.hi AND p.value = wanted.v ORDER BY p.step LIMIT 1) "
                f"FROM wanted")
-        steps.extend(step for (step,) in connection.exec_driver_sql(sql, (*_flat(chunk), run_id, key)))
+        steps.extend(step for (step,) in connection.exec_driver_sql(sql, (*parameters, run_id, key)))
     return steps
+
+
+def points_at(connection: Connection, run_id: str, key: str, steps: Sequence[int]) -> list[Sequence]:
+    """(step, value, special, wall_time) of the series' points at `steps` (an array parameter on PostgreSQL)."""
+    mark = _mark(connection)
+    postgres = connection.dialect.name == "postgresql"
+    rows: list[Sequence] = []
+    for start in range(0, len(steps), LOOKUP_CHUNK):
+        chunk = list(steps[start:start + LOOKUP_CHUNK])
+        wanted = "= ANY(%s::bigint[])" if postgres else f"IN ({', '.join('?' * len(chunk))})"
+        rows.extend(connection.exec_driver_sql(
+            f"SELECT step, value, special, wall_time FROM metric_points WHERE run_id = {mark} AND key = {mark} "
+            f"AND step {wanted}", (run_id, key, chunk) if postgres else (run_id, key, *chunk)))
+    return rows
