@@ -7,6 +7,7 @@ import math
 import random
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fastapi.testclient import TestClient
@@ -246,3 +247,26 @@ def test_blocks_stay_exact_after_retention_deletes_points(
     assert stored_blocks(session_factory, run_id, "loss") == expected_blocks(kept)
     assert min(stored_blocks(session_factory, run_id, "loss")) == kept[0].step // BLOCK_STEPS
     assert_blocked_reduction_is_exact(api, run_id, "loss", kept)
+
+
+def test_blocks_stay_exact_under_concurrent_writers(api: TestClient, make_api: Callable[..., TestClient],
+                                                    session_factory: sessionmaker[Session]) -> None:
+    """Two clients write interleaved steps of the same blocks at once (on PostgreSQL truly concurrently): every
+    block ends up summarising both writers' points."""
+    run_id = make_run(api)
+    clients = [api, make_api()]
+
+    def points_of(writer: int, batch: int) -> list[SeriesPoint]:
+        steps = range(batch * 640 + writer, batch * 640 + 640, 2)  # even or odd steps of ten blocks
+        return [SeriesPoint(s, float((s * 7919) % 1000) - (900.0 if s % 97 == 0 else 0.0), float(s)) for s in steps]
+
+    def write(writer: int) -> None:
+        for batch in range(8):
+            post_points(clients[writer], run_id, "loss", points_of(writer, batch), batch_tag=f"w{writer}-{batch}-")
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for done in [pool.submit(write, writer) for writer in (0, 1)]:
+            done.result()
+    everything = sorted((p for writer in (0, 1) for batch in range(8) for p in points_of(writer, batch)),
+                        key=lambda p: p.step)
+    assert stored_blocks(session_factory, run_id, "loss") == expected_blocks(everything)
