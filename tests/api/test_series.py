@@ -11,8 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
+from trainmon.metadata_api import migrations
+from trainmon.metadata_api.db import encode_value, make_engine, write_sessions
 from trainmon.metadata_api.models import MetricBlock
 from trainmon.metadata_api.reduction import SeriesPoint, bucket_count, bucket_width, m4_reduce
 from trainmon.metadata_api.repositories.series_blocks import BLOCK_STEPS, MIN_BLOCKED_WIDTH
@@ -270,3 +272,26 @@ def test_blocks_stay_exact_under_concurrent_writers(api: TestClient, make_api: C
     everything = sorted((p for writer in (0, 1) for batch in range(8) for p in points_of(writer, batch)),
                         key=lambda p: p.step)
     assert stored_blocks(session_factory, run_id, "loss") == expected_blocks(everything)
+
+
+def test_migration_0003_builds_the_blocks_of_points_stored_before_it(database_url: str) -> None:
+    """A database at revision 0002 with points in it: upgrading fills metric_blocks from them (NaN/Inf included)."""
+    engine = make_engine(database_url)
+    try:
+        migrations.upgrade(engine, "0002")
+        points = noisy_series(3_000, seed=3)
+        with engine.begin() as connection:
+            connection.execute(text("INSERT INTO projects (name, created_at) VALUES ('p', :t)"), {"t": "2026-01-01"})
+            connection.execute(text("INSERT INTO experiments (project_id, name, created_at) SELECT id, 'e', :t "
+                                    "FROM projects"), {"t": "2026-01-01"})
+            connection.execute(text("INSERT INTO runs (id, experiment_id, status, start_time, last_heartbeat, params) "
+                                    "SELECT 'old-run', id, 'RUNNING', :t, :t, '{}' FROM experiments"),
+                               {"t": "2026-01-01"})
+            connection.execute(text("INSERT INTO metric_points (run_id, key, step, value, special, wall_time) "
+                                    "VALUES ('old-run', 'loss', :step, :value, :special, :wall_time)"),
+                               [{"step": p.step, "value": encode_value(p.value)[0], "special": encode_value(p.value)[1],
+                                 "wall_time": p.wall_time} for p in points])
+        migrations.upgrade(engine)
+        assert stored_blocks(write_sessions(engine), "old-run", "loss") == expected_blocks(points)
+    finally:
+        engine.dispose()
