@@ -14,18 +14,10 @@ from . import series_blocks
 PointRow = tuple[str, int, float, float]  # key, step, value, wall_time
 
 
-def latest_per_step(points: Sequence[PointRow]) -> list[PointRow]:
-    """One point per (key, step): the last one given (one statement cannot write a row twice)."""
-    latest: dict[tuple[str, int], PointRow] = {}
-    for point in points:
-        latest[(point[0], point[1])] = point
-    return list(latest.values())
-
-
 def upsert_points(session: Session, run_id: str, points: Sequence[PointRow]) -> int:
-    """Store `points` (one per (key, step), see `latest_per_step`); a (key, step) already stored gets the new
-    value and wall time, and the series' block summaries are recomputed where the points changed (see
-    `series_blocks`). Returns the rows written.
+    """Store `points` (one per (key, step): the route keeps the last point given for each); a (key, step)
+    already stored gets the new value and wall time, and the series' block summaries are recomputed where the
+    points changed (see `series_blocks`). Returns the rows written.
 
     The hot path of ingest: one driver-level executemany of a prepared INSERT ... ON CONFLICT (the same text on
     SQLite and PostgreSQL), no per-row ORM or Core compilation.
