@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ..deps import ReadableExperiment, SessionDep, SettingsDep, WritableRun
 from ..models import LogLine
 from ..repositories import ingest_batches, records
-from ..schemas import BatchId, Page, RunId
+from ..schemas import BatchId, IngestResult, Page, RunId
 from .experiments import Offset
 
 router = APIRouter(prefix="/api", tags=["logs"])
@@ -44,11 +44,6 @@ class LogBatch(BaseModel):
     lines: list[LogLineIn] = Field(min_length=1)
 
 
-class LogIngestResult(BaseModel):
-    accepted: int
-    duplicate: bool
-
-
 class LogLineOut(BaseModel):
     run_id: str
     time: datetime
@@ -60,9 +55,9 @@ class ExperimentLogs(Page[LogLineOut]):
     experiment_id: int
 
 
-@router.post("/runs/{run_id}/logs", response_model=LogIngestResult,
+@router.post("/runs/{run_id}/logs", response_model=IngestResult,
              responses={413: {"description": "more lines than MAX_POINTS_PER_BATCH"}})
-def ingest_logs(body: LogBatch, run: WritableRun, session: SessionDep, settings: SettingsDep) -> LogIngestResult:
+def ingest_logs(body: LogBatch, run: WritableRun, session: SessionDep, settings: SettingsDep) -> IngestResult:
     """Store a batch of log lines once: a replayed `batch_id` stores nothing and answers `duplicate: true`."""
     if len(body.lines) > settings.max_points_per_batch:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
@@ -70,10 +65,10 @@ def ingest_logs(body: LogBatch, run: WritableRun, session: SessionDep, settings:
     if not ingest_batches.claim_batch(session, run.id, KIND, body.batch_id, len(body.lines)):
         first = ingest_batches.stored_count(session, run.id, KIND, body.batch_id)
         session.rollback()
-        return LogIngestResult(accepted=first or 0, duplicate=True)
+        return IngestResult(accepted=first or 0, duplicate=True)
     accepted = records.add_log_lines(session, run.id, [(line.time, line.level, line.message) for line in body.lines])
     session.commit()
-    return LogIngestResult(accepted=accepted, duplicate=False)
+    return IngestResult(accepted=accepted, duplicate=False)
 
 
 @router.get("/logs/{experiment_id}", response_model=ExperimentLogs)

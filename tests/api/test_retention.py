@@ -39,19 +39,25 @@ def steps_left(api: TestClient, key: str = "loss", run_id: str = "kept") -> list
     return [p["step"] for p in answer.json()["points"]] if answer.status_code == 200 else []
 
 
+
+def delete_row_counts(session_factory) -> list[int]:  # noqa: ANN001
+    """A list that receives the row count of every DELETE the factory's engine runs from now on."""
+    deletes: list[int] = []
+
+    @event.listens_for(session_factory.kw["bind"], "after_cursor_execute")
+    def count_deletes(_conn, cursor, statement, *_args) -> None:  # noqa: ANN001
+        if statement.lstrip().upper().startswith("DELETE"):
+            deletes.append(cursor.rowcount)
+
+    return deletes
+
 def test_prune_deletes_old_points_in_bounded_batches(api: TestClient,
                                                      session_factory: sessionmaker[Session]) -> None:
     start(api)
     post(api, "old", aged(range(0, 25), age_days=31))
     post(api, "edge", aged(range(25, 30), age_days=29.9))
     post(api, "new", aged(range(30, 35), age_days=0))
-    deletes: list[int] = []
-    engine = session_factory.kw["bind"]
-
-    @event.listens_for(engine, "after_cursor_execute")
-    def count_deletes(_conn, cursor, statement, *_args) -> None:  # noqa: ANN001
-        if statement.lstrip().upper().startswith("DELETE"):
-            deletes.append(cursor.rowcount)
+    deletes = delete_row_counts(session_factory)
 
     assert prune_metric_points(session_factory, retention_days=30, batch_size=7, pause_seconds=0) == 25
     assert deletes == [7, 7, 7, 4]
@@ -82,13 +88,7 @@ def test_prune_deletes_old_ingest_records_in_bounded_batches(api: TestClient,
     assert answer.status_code == 200, answer.text
     age_batches(session_factory, [*old, "old-logs"], age_days=31)
     age_batches(session_factory, ["edge"], age_days=29.9)
-    deletes: list[int] = []
-    engine = session_factory.kw["bind"]
-
-    @event.listens_for(engine, "after_cursor_execute")
-    def count_deletes(_conn, cursor, statement, *_args) -> None:  # noqa: ANN001
-        if statement.lstrip().upper().startswith("DELETE"):
-            deletes.append(cursor.rowcount)
+    deletes = delete_row_counts(session_factory)
 
     assert prune_ingest_batches(session_factory, retention_days=30, batch_size=4, pause_seconds=0) == 6
     assert deletes == [4, 2]
