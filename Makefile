@@ -24,7 +24,7 @@ venv: $(STAMP)
 # The main job on embedded defaults: the metadata API on SQLite (./demo-data), a simulated trainer shipping to
 # it, Prometheus discovering it via /api/sd with the repo's rules, Alertmanager; Ctrl-C finishes the run and stops all.
 demo: $(STAMP)
-	$(PY) -m trainmon.exporter.demo
+	$(PY) -m devtools.demo
 
 # Installs the Debian packages above when one of their binaries is missing (root, or sudo when present).
 system-packages:
@@ -40,9 +40,11 @@ system-packages:
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 test: system-packages $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest
 
 dashboards: $(STAMP)

@@ -1,32 +1,25 @@
-"""What the bench scripts share: free ports and a hanging listener, the metadata API as a real subprocess,
-alternating rounds, quantiles, and the median/ratio lines against a floor measured in the same run.
+"""What the bench scripts share: the repository root on sys.path (for `devtools`), a hanging listener, alternating
+rounds, quantiles, and the median/ratio lines against a floor measured in the same run.
 
-The scripts run as `python bench/<name>.py`, which puts this folder on sys.path: `from _common import ...`.
+The scripts run as `python bench/<name>.py`, which puts this folder on sys.path: `from _common import ...`, first
+(isort puts it before the first-party `devtools`), then `from devtools.procs import free_port, run_api` (the
+metadata API as a real subprocess) and the like.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import socket
 import statistics
-import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-import requests
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # devtools/ lives at the repository root, outside the installed package
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now (also: an address where a server is down)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def hanging_listener() -> tuple[socket.socket, str]:
@@ -36,42 +29,6 @@ def hanging_listener() -> tuple[socket.socket, str]:
     server.bind(("127.0.0.1", 0))
     server.listen(1024)
     return server, f"http://127.0.0.1:{server.getsockname()[1]}"
-
-
-@contextlib.contextmanager
-def metadata_api(database_url: str, workdir: Path, log_name: str = "api.log", **settings: str) -> Iterator[str]:
-    """`python -m trainmon.metadata_api` over `database_url` on a free loopback port (artifacts and log in
-    `workdir`); yields its base URL once /readyz answers 200, stops it on exit. `settings`: upper-case names."""
-    port = free_port()
-    env = {**os.environ, "DATABASE_URL": database_url, "HOST": "127.0.0.1", "PORT": str(port),
-           "LOG_LEVEL": "WARNING", "ARTIFACT_ROOT": str(workdir / "artifacts"), **settings}
-    log_path = workdir / log_name
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "trainmon.metadata_api", "--port", str(port)], env=env,
-                                   cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(process, f"{url}/readyz", log_path)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _wait_ready(process: subprocess.Popen, url: str, log_path: Path, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the metadata API exited: {log_path.read_text(errors='replace')[-2000:]}")
-        with contextlib.suppress(requests.RequestException):
-            if requests.get(url, timeout=1).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"the metadata API was not ready within {timeout:g} s (log: {log_path})")
 
 
 def alternating_rounds(rounds: int, modes: Mapping[str, Callable[[int], T]], rotate: bool = False,

@@ -20,9 +20,11 @@ import time
 from pathlib import Path
 
 import requests
-from _common import alternating_rounds, metadata_api
+from _common import alternating_rounds
 from trainmon.metadata_api import migrations
 from trainmon.metadata_api.db import encode_value, make_engine
+
+from devtools.procs import run_api
 
 KEYS = ("loss", "accuracy", "lr", "grad_norm")
 GOAL = 0.5
@@ -92,7 +94,7 @@ def main() -> int:
         engine = make_engine(f"sqlite:///{raw_db}")
         migrations.upgrade(engine)
         engine.dispose()
-        with metadata_api(f"sqlite:///{workdir / 'api.db'}", workdir, log_name="server.log") as url, \
+        with run_api(f"sqlite:///{workdir / 'api.db'}", workdir, log_name="server.log") as url, \
                 requests.Session() as http:
             rates = alternating_rounds(args.rounds, {
                 "http": lambda index: http_round(http, url, f"http-{index}", points, args.batch),

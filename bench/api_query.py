@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from _common import REPO
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 from trainmon.metadata_api.app import create_app
@@ -81,7 +82,7 @@ def database(postgres: bool, tmp: str) -> Iterator[str]:
     if not postgres:
         yield f"sqlite:///{Path(tmp) / 'bench.db'}"
         return
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    sys.path.insert(0, str(REPO / "tests"))
     from support.procs import run_postgres
 
     with run_postgres() as url:

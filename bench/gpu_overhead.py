@@ -23,17 +23,18 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import requests
-from _common import alternating_rounds, print_medians
+from _common import REPO, alternating_rounds, print_medians
 from trainmon.exporter import TrainingMonitor
 from trainmon.exporter.collectors.gpu import GpuCollector
-from trainmon.exporter.collectors.nvml_source import NvmlSource, ReplaySource
+from trainmon.exporter.collectors.nvml_source import NvmlSource
 from trainmon.exporter.collectors.process import ProcessCollector
 from trainmon.exporter.collectors.system import SystemCollector
 
-FIXTURE = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "nvml-h200" / "nvml_probe.json"
+from devtools.nvml_replay import ReplaySource
+
+FIXTURE = REPO / "tests" / "fixtures" / "nvml-h200" / "nvml_probe.json"  # recorded on a real H200, see its README
 MODES = {"off": None, "on_1hz": 1.0, "on_5s": 5.0}
 RUN_LABELS = {"experiment": "bench", "run_id": "bench", "rank": "0"}
 

@@ -23,8 +23,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one core of work per step,
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
-from _common import alternating_rounds, free_port, hanging_listener, metadata_api, quantile  # noqa: E402
+from _common import alternating_rounds, hanging_listener, quantile  # noqa: E402
 from trainmon.exporter import TrainingMonitor  # noqa: E402
+
+from devtools.procs import free_port, run_api  # noqa: E402
 
 
 def run_loop(steps: int, monitor: TrainingMonitor | None, work: np.ndarray) -> list[float]:
@@ -57,7 +59,7 @@ def main() -> None:
             monitor = TrainingMonitor("bench-loop", port=False, gpu=False, system=False, handle_signals=False,
                                       env={}, api_url=api_url, spool_dir=str(workdir / f"spool-{round_index}"))
             times = run_loop(args.steps, monitor, work)
-            monitor._sdk.config.flush_timeout = 2.0  # noqa: SLF001 - a bench: don't wait long at the end
+            monitor.recorder.config.flush_timeout = 2.0  # a bench: don't wait long at the end
             monitor.finish()
             return times
 
@@ -65,7 +67,7 @@ def main() -> None:
 
     run_loop(args.steps, None, work)  # warm-up
     try:
-        with metadata_api(f"sqlite:///{workdir / 'b.db'}", workdir) as url:
+        with run_api(f"sqlite:///{workdir / 'b.db'}", workdir) as url:
             rounds = alternating_rounds(args.rounds, {
                 "off": lambda _: run_loop(args.steps, None, work),
                 "on (API up)": monitored(url),

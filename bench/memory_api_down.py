@@ -21,8 +21,10 @@ import threading
 import time
 from pathlib import Path
 
+import _common  # noqa: F401 - first: puts the repository root on sys.path, for devtools
 import psutil
-from _common import free_port
+
+from devtools.procs import free_port
 
 
 def child(mode: str, points: int, spool_dir: str) -> None:
@@ -52,7 +54,7 @@ def child(mode: str, points: int, spool_dir: str) -> None:
         if step % 100 == 0:
             time.sleep(0.0005)  # ~100k steps/s at most: a fast loop, but one the drain keeps up with
     monitor.flush()
-    shipper = monitor._sdk.shipper  # noqa: SLF001 - the bench reports what the shipper did
+    shipper = monitor.recorder.shipper  # the bench reports what the shipper did
     if shipper is not None:
         shipper.flush(120, deliver=False)
     stop.set()
@@ -60,7 +62,7 @@ def child(mode: str, points: int, spool_dir: str) -> None:
     peak = max(peak, end)
     spool_bytes = shipper.spool.size_bytes if shipper is not None else 0
     dropped = sum(shipper.dropped_points.values()) if shipper is not None else 0
-    monitor._sdk.config.flush_timeout = 0.5  # noqa: SLF001
+    monitor.recorder.config.flush_timeout = 0.5
     monitor.finish()
     print(json.dumps({"before": before, "peak_growth": peak - before, **growth,
                       "end_growth": end - before, "spool_bytes": spool_bytes, "dropped": dropped}))

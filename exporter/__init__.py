@@ -3,7 +3,8 @@
     from trainmon.exporter import TrainingMonitor
 """
 
+from trainmon.common.naming import normalize_key
+
 from .monitor import TrainingMonitor, trainmon_version
-from .naming import normalize_key
 
 __all__ = ["TrainingMonitor", "normalize_key", "trainmon_version"]

@@ -1,8 +1,5 @@
-"""Monitor settings: constructor arguments, then TRAINMON_* environment variables, then defaults.
-
-An environment variable applies when its argument is not given (left at its default), so a deployment can
-override what a script leaves open without editing it; an explicit non-default argument always wins.
-"""
+"""Exporter settings: constructor arguments, then ``TRAINMON_*`` variables, then defaults
+(`trainmon.common.settings.resolve`: an argument the caller passed always wins, even one equal to the default)."""
 
 from __future__ import annotations
 
@@ -10,10 +7,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
+from trainmon.common.settings import resolve
+
 DEFAULT_BASE_PORT = 9441
-DISABLED_PORT_WORDS = ("off", "false", "no", "none", "disabled")
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
 
 
 @dataclass(frozen=True)
@@ -34,39 +30,15 @@ class ExporterConfig:
     extrema_window: float = 60.0
 
 
-#: field -> environment variable
-ENV_VARS = {
-    "project_name": "TRAINMON_PROJECT",
-    "port": "TRAINMON_PORT",
-    "host": "TRAINMON_HOST",
-    "pushgateway_url": "TRAINMON_PUSHGATEWAY_URL",
-    "push_interval": "TRAINMON_PUSH_INTERVAL",
-    "push_job": "TRAINMON_PUSH_JOB",
-    "keep_push_group": "TRAINMON_KEEP_PUSH_GROUP",
-    "gpu": "TRAINMON_GPU",
-    "system": "TRAINMON_SYSTEM",
-    "sample_interval": "TRAINMON_SAMPLE_INTERVAL",
-    "strict": "TRAINMON_STRICT",
-    "extrema_window": "TRAINMON_EXTREMA_WINDOW",
-}
+FIELDS = tuple(field.name for field in fields(ExporterConfig))
 
 
 def resolve_config(env: Mapping[str, str] | None = None, **arguments: object) -> ExporterConfig:
-    """Merge `arguments` (the monitor's keyword arguments) with the environment and validate."""
-    env = os.environ if env is None else env
-    defaults = ExporterConfig()
-    values: dict[str, object] = {}
-    for field in fields(ExporterConfig):
-        default = getattr(defaults, field.name)
-        given = arguments.pop(field.name, default)
-        variable = ENV_VARS[field.name]
-        raw = env.get(variable, "")
-        if _is_default(given, default) and raw != "":
-            given = _parse(field.name, variable, raw.strip(), default)
-        values[field.name] = given
-    if arguments:
-        raise TypeError(f"unknown settings: {', '.join(sorted(arguments))}")
-    config = ExporterConfig(**values)  # type: ignore[arg-type]
+    """Merge `arguments` (the monitor's keyword arguments, `NOT_GIVEN` when left out) with the environment."""
+    unknown = set(arguments) - set(FIELDS)
+    if unknown:
+        raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
+    config = ExporterConfig(**resolve(FIELDS, arguments, os.environ if env is None else env))
     _validate(config)
     return config
 
@@ -80,33 +52,6 @@ def resolve_port(port: int | bool | None, local_rank: int) -> int | None:
     if port == 0:
         return 0
     return int(port) + local_rank
-
-
-def _is_default(given: object, default: object) -> bool:
-    return given is default or (type(given) is type(default) and given == default)
-
-
-def _parse(name: str, variable: str, raw: str, default: object) -> object:
-    if name == "port":
-        if raw.lower() in DISABLED_PORT_WORDS:
-            return False
-        return _number(int, variable, raw)
-    if isinstance(default, bool):
-        if raw.lower() in _TRUE:
-            return True
-        if raw.lower() in _FALSE:
-            return False
-        raise ValueError(f"{variable}={raw!r}: expected one of {', '.join(_TRUE + _FALSE)}")
-    if isinstance(default, float):
-        return _number(float, variable, raw)
-    return raw
-
-
-def _number(kind: type, variable: str, raw: str) -> object:
-    try:
-        return kind(raw)
-    except ValueError:
-        raise ValueError(f"{variable}={raw!r} is not a valid {kind.__name__}") from None
 
 
 def _validate(config: ExporterConfig) -> None:

@@ -20,19 +20,10 @@ class HasHealth(Protocol):
     last_success: bool
 
 
-class HealthCollector:
-    """Reports how the exporter itself is doing; register it after the collectors it reports on.
+class HealthCounters:
+    """Pushes by result and dropped points by reason, counted from any thread (and from a signal handler)."""
 
-    The training collector is timed at scrape (so it must be collected first in the same scrape); sampled
-    collectors (gpu, system, process) report their last background tick.
-    """
-
-    def __init__(self, run_labels: Mapping[str, str], collectors: Sequence[HasHealth] = (),
-                 buffered_points: Callable[[], int] = lambda: 0):
-        self.run_label_names = list(run_labels)
-        self.run_values = [str(value) for value in run_labels.values()]
-        self.collectors: list[HasHealth] = list(collectors)
-        self._buffered_points = buffered_points
+    def __init__(self) -> None:
         self._lock = threading.RLock()  # re-entrant: finish() may run in a signal handler
         self.pushes = dict.fromkeys(PUSH_RESULTS, 0)
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
@@ -45,6 +36,34 @@ class HealthCollector:
         """Add `count` dropped points under `reason` (e.g. "buffer_full", "sink_error", "spool_full")."""
         with self._lock:
             self.dropped[reason] = self.dropped.get(reason, 0) + count
+
+    def snapshot(self) -> tuple[dict[str, int], dict[str, int]]:
+        with self._lock:
+            return dict(self.pushes), dict(self.dropped)
+
+
+class HealthCollector:
+    """Reports how the exporter itself is doing; register it after the collectors it reports on.
+
+    The training collector is timed at scrape (so it must be collected first in the same scrape); sampled
+    collectors (gpu, system, process) report their last background tick.
+    """
+
+    def __init__(self, run_labels: Mapping[str, str], counters: HealthCounters, collectors: Sequence[HasHealth] = (),
+                 buffered_points: Callable[[], int] = lambda: 0):
+        self.run_label_names = list(run_labels)
+        self.run_values = [str(value) for value in run_labels.values()]
+        self.counters = counters
+        self.collectors: list[HasHealth] = list(collectors)
+        self._buffered_points = buffered_points
+
+    @property
+    def pushes(self) -> dict[str, int]:
+        return self.counters.pushes
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        return self.counters.dropped
 
     def collect(self) -> Iterable[Metric]:
         names, values = self.run_label_names, self.run_values
@@ -62,11 +81,11 @@ class HealthCollector:
                                      labels=[*names, "result"])
         dropped = CounterMetricFamily("trainmon_exporter_dropped_points_total", "Logged points dropped, by reason",
                                       labels=[*names, "reason"])
-        with self._lock:
-            for result, count in self.pushes.items():
-                pushes.add_metric([*values, result], count)
-            for reason, count in self.dropped.items():
-                dropped.add_metric([*values, reason], count)
+        push_counts, drop_counts = self.counters.snapshot()
+        for result, count in push_counts.items():
+            pushes.add_metric([*values, result], count)
+        for reason, count in drop_counts.items():
+            dropped.add_metric([*values, reason], count)
         buffered = GaugeMetricFamily("trainmon_exporter_buffered_points",
                                      "log_metrics calls waiting in the hot buffer when the last drain began",
                                      labels=names)

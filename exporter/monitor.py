@@ -2,33 +2,36 @@
 
 from __future__ import annotations
 
-import atexit
-import importlib
 import logging
 import os
-import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from types import FrameType, TracebackType
+from types import TracebackType
 
 from prometheus_client import CollectorRegistry
+from trainmon.client.config import ClientConfig
+from trainmon.client.methods import RunMethods
+from trainmon.client.recorder import RunRecorder, resolve_run_id
+from trainmon.common.settings import NOT_GIVEN
+from trainmon.common.statuses import final_status
 
+from .collectors import build_sampled_collectors
 from .config import ExporterConfig, resolve_config, resolve_port
-from .distributed import Topology, detect_topology, resolve_run_id
-from .health import HealthCollector
+from .distributed import Topology, detect_topology
+from .distributed import resolve_run_id as resolve_topology_run_id
+from .exit_hooks import FinishOnExit
+from .health import HealthCollector, HealthCounters
 from .push import Pusher
 from .sampler import Sampler
-from .sdk import RunRecorder, SdkConfig, SdkMixin, chain_sinks, resolve_sdk_run_id
 from .server import MetricsServer, serve_metrics
 from .training import DEFAULT_BUFFER_SIZE, PointSink, TrainingCollector
 
 log = logging.getLogger("trainmon.exporter")
 
-FINAL_STATUSES = ("COMPLETED", "FAILED", "CRASHED")
 _time = time.time
+_ = NOT_GIVEN  # every setting argument defaults to NOT_GIVEN: an explicit value always beats TRAINMON_*
 
 
 def trainmon_version() -> str:
@@ -40,7 +43,7 @@ def trainmon_version() -> str:
         return "0+unknown"
 
 
-class TrainingMonitor(SdkMixin):
+class TrainingMonitor(RunMethods):
     """Exports a training run's metrics to Prometheus (scrape and/or Pushgateway).
 
     >>> with TrainingMonitor("resnet50", "vision", port=0) as monitor:  # doctest: +SKIP
@@ -48,20 +51,21 @@ class TrainingMonitor(SdkMixin):
     ...         monitor.log_metrics({"loss": loss, "lr": lr}, step=step)
 
     `log_metrics` only appends to a bounded buffer; names, values and aggregates are handled at scrape time
-    and by a background drain every 0.25 s. See README.md for every argument and TRAINMON_* variable.
+    and by a background drain every 0.25 s. See docs/sdk.md for every argument and TRAINMON_* variable; an
+    argument you pass always wins over its variable, even when it equals the default.
     `point_sink` (or the attribute of the same name) receives ``[(key, step, value, wall_time), ...]`` from each
     drain; `on_finish` callables receive the final status.
     """
 
-    def __init__(self, experiment_name: str, project_name: str | None = None, *, run_id: str | None = None,
-                 port: int | bool | None = None, host: str = "127.0.0.1", pushgateway_url: str | None = None,
-                 push_interval: float = 15.0, gpu: bool = True, system: bool = True, sample_interval: float = 5.0,
-                 strict: bool = False, batch_size: int | None = None, extrema_window: float = 60.0,
-                 registry: CollectorRegistry | None = None, keep_push_group: bool = False,
+    def __init__(self, experiment_name: str, project_name: str | None = _, *, run_id: str | None = None,
+                 port: int | bool | None = _, host: str = _, pushgateway_url: str | None = _,
+                 push_interval: float = _, gpu: bool = _, system: bool = _, sample_interval: float = _,
+                 strict: bool = _, batch_size: int | None = None, extrema_window: float = _,
+                 registry: CollectorRegistry | None = None, keep_push_group: bool = _,
                  nvml_source: object = None, psutil_source: object = None, point_sink: PointSink | None = None,
-                 push_job: str = "trainmon", buffer_size: int = DEFAULT_BUFFER_SIZE, handle_signals: bool = True,
-                 env: Mapping[str, str] | None = None, api_url: str | None = None, api_token: str | None = None,
-                 mode: str = "online", spool_dir: str | None = None, params: Mapping[str, object] | None = None,
+                 push_job: str = _, buffer_size: int = DEFAULT_BUFFER_SIZE, handle_signals: bool = True,
+                 env: Mapping[str, str] | None = None, api_url: str | None = _, api_token: str | None = _,
+                 mode: str = _, spool_dir: str | None = _, params: Mapping[str, object] | None = None,
                  tags: Mapping[str, object] | None = None, resume: str | bool | None = None):
         if not isinstance(experiment_name, str) or not experiment_name.strip():
             raise ValueError(f"experiment_name must be a non-empty string, got {experiment_name!r}")
@@ -77,8 +81,8 @@ class TrainingMonitor(SdkMixin):
         self.experiment_name = experiment_name
         self.project_name = self.config.project_name
         self.topology: Topology = detect_topology(env)
-        run_id = resolve_sdk_run_id(run_id, resume)  # resume="<run_id>" continues that run
-        self.run_id, self.run_id_source = resolve_run_id(run_id, env, self.topology)
+        run_id = resolve_run_id(run_id, resume)  # resume="<run_id>" continues that run
+        self.run_id, self.run_id_source = resolve_topology_run_id(run_id, env, self.topology)
         self.status = "RUNNING"
         self.on_finish: list[Callable[[str], None]] = []
         self._finish_lock = threading.RLock()
@@ -94,24 +98,26 @@ class TrainingMonitor(SdkMixin):
         self.port: int | None = self.server.port if self.server else None
         self.metrics_url: str | None = self.server.url if self.server else None
 
-        self.health = HealthCollector(self.run_labels)
+        self.counters = HealthCounters()
         self.training = TrainingCollector(
             self.run_labels, self._info_labels(), extrema_window=self.config.extrema_window,
-            batch_size=batch_size, buffer_size=buffer_size, count_dropped=self.health.count_dropped)
+            batch_size=batch_size, buffer_size=buffer_size, count_dropped=self.counters.count_dropped)
         self.training.sink = point_sink
-        # The metadata API side (exporter/sdk.py): run registration, points via the sink, SDK methods, final status.
-        self._sdk = RunRecorder(
-            SdkConfig.resolve(env, api_url=api_url, api_token=api_token, mode=mode, spool_dir=spool_dir,
-                              params=params, tags=tags, resume=resume),
+        # The metadata API side (trainmon.client): run registration, points via the sink, records, final status.
+        self.recorder = RunRecorder(
+            ClientConfig.resolve(env, api_url=api_url, api_token=api_token, mode=mode, spool_dir=spool_dir,
+                                 params=params, tags=tags, resume=resume),
             experiment=experiment_name, run_id=self.run_id, project=self.project_name, rank=self.topology.rank,
-            world_size=self.topology.world_size, exporter_url=self.metrics_url, on_drop=self.health.count_dropped,
+            world_size=self.topology.world_size, exporter_url=self.metrics_url, on_drop=self.counters.count_dropped,
             on_checkpoint=self.training.record_checkpoint)
-        if self._sdk.enabled:
-            self.training.sink = chain_sinks(point_sink, self._sdk.offer_points)
-            self.on_finish.append(self._sdk.finish)
-        self.sampled = self._sampled_collectors(nvml_source, psutil_source)
-        self.health.collectors = [self.training, *self.sampled]
-        self.health._buffered_points = lambda: self.training.last_buffered
+        if self.recorder.enabled:
+            self.training.sink = _chain_sinks(point_sink, self.recorder.offer_points)
+            self.on_finish.append(self.recorder.finish)
+        self.sampled = build_sampled_collectors(
+            self.run_labels, gpu=self.config.gpu, system=self.config.system, local_rank=self.topology.local_rank,
+            local_world_size=self.topology.local_world_size, nvml_source=nvml_source, psutil_source=psutil_source)
+        self.health = HealthCollector(self.run_labels, self.counters, [self.training, *self.sampled],
+                                      lambda: self.training.last_buffered)
         collectors = [self.training, *self.sampled, self.health]
         for collector in collectors:
             self.registry.register(collector)
@@ -131,14 +137,9 @@ class TrainingMonitor(SdkMixin):
                 push_registry.register(collector)
             self.pusher = Pusher(self.config.pushgateway_url, push_registry, self.config.push_job,
                                  {"run_id": self.run_id, "rank": str(self.topology.rank)},
-                                 self.config.push_interval, self.health.count_push)
+                                 self.config.push_interval, self.counters.count_push)
             self.pusher.start()
-        self._previous_sigterm: object = None
-        self._sigterm_installed = False
-        if handle_signals:
-            self._install_sigterm()
-        atexit.register(self._finish_at_exit)
-        _install_excepthook()
+        self._exit_hooks = FinishOnExit(self.finish, handle_signals)
 
     # --- properties ---
 
@@ -172,25 +173,19 @@ class TrainingMonitor(SdkMixin):
         TrainingCollector.validate(metrics, step)
         self._append((dict(metrics), step, _time(), self._next_seq(), samples, tokens))
 
-    def log_checkpoint(self, name: str | None = None, *, step: int | None = None) -> None:
-        """Count a saved checkpoint (trainmon_checkpoints_total, trainmon_last_checkpoint_timestamp_seconds)."""
-        self.training.record_checkpoint()
-
     def flush(self) -> None:
         """Aggregate everything logged so far now (also hands points to the sink)."""
         self.training.drain()
 
     def count_dropped(self, reason: str, count: int = 1) -> None:
         """Count points dropped downstream (e.g. by a sink's spool) in trainmon_exporter_dropped_points_total."""
-        self.health.count_dropped(reason, count)
+        self.counters.count_dropped(reason, count)
 
     # --- lifecycle ---
 
     def finish(self, status: str = "COMPLETED") -> None:
         """End the run: final drain, stop threads, final push or group delete, stop the server. Idempotent."""
-        status = str(status).upper()
-        if status not in FINAL_STATUSES:
-            raise ValueError(f"status must be one of {', '.join(FINAL_STATUSES)}, got {status!r}")
+        status = final_status(status)
         with self._finish_lock:
             if self._finishing:
                 return
@@ -209,8 +204,7 @@ class TrainingMonitor(SdkMixin):
             for callback in self.on_finish:
                 _quietly(lambda callback=callback: callback(status), "an on_finish callback")
         finally:
-            self._uninstall_sigterm()
-            atexit.unregister(self._finish_at_exit)
+            self._exit_hooks.remove()
 
     def _ignore_after_finish(self, point: tuple) -> None:
         if not self._warned_after_finish:
@@ -239,57 +233,6 @@ class TrainingMonitor(SdkMixin):
                 "local_rank": str(self.topology.local_rank), "world_size": str(self.topology.world_size),
                 "version": trainmon_version(), "port": str(self.port or "")}
 
-    def _sampled_collectors(self, nvml_source: object, psutil_source: object) -> list:
-        wanted = []
-        if self.config.gpu:
-            wanted.append(("gpu", "GpuCollector", {"source": nvml_source, "local_rank": self.topology.local_rank,
-                                                   "local_world_size": self.topology.local_world_size}))
-        if self.config.system:
-            if self.topology.local_rank == 0:  # host series come from local rank 0 only
-                wanted.append(("system", "SystemCollector", {"source": psutil_source}))
-            wanted.append(("process", "ProcessCollector", {"source": psutil_source}))
-        collectors = []
-        for module_name, class_name, arguments in wanted:
-            try:
-                module = importlib.import_module(f"{__package__}.collectors.{module_name}")
-            except ImportError as error:
-                log.warning("trainmon: %s collector unavailable: %s", module_name, error)
-                continue
-            try:
-                collectors.append(getattr(module, class_name)(self.run_labels, **arguments))
-            except Exception as error:  # noqa: BLE001 - the rest keeps working without it
-                log.warning("trainmon: %s collector disabled: %s", module_name, error)
-        return collectors
-
-    def _install_sigterm(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        try:
-            self._previous_sigterm = signal.getsignal(signal.SIGTERM)
-            signal.signal(signal.SIGTERM, self._on_sigterm)
-            self._sigterm_installed = True
-        except (ValueError, OSError) as error:
-            log.debug("trainmon: no SIGTERM handler: %s", error)
-
-    def _uninstall_sigterm(self) -> None:
-        if not self._sigterm_installed or threading.current_thread() is not threading.main_thread():
-            return
-        self._sigterm_installed = False
-        if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
-            signal.signal(signal.SIGTERM, self._previous_sigterm or signal.SIG_DFL)  # type: ignore[arg-type]
-
-    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
-        previous = self._previous_sigterm
-        self.finish("FAILED")
-        if callable(previous):
-            previous(signum, frame)
-        elif previous != signal.SIG_IGN:  # SIG_DFL or unknown: terminate as if we had never been there
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    def _finish_at_exit(self) -> None:
-        self.finish("FAILED" if _unhandled_exception.is_set() else "COMPLETED")
-
 
 def _as_dict(metrics: object) -> dict:
     if isinstance(metrics, Mapping):
@@ -304,20 +247,14 @@ def _quietly(action: Callable[[], object], what: str) -> None:
         log.warning("trainmon: %s failed: %s", what, error)
 
 
-_unhandled_exception = threading.Event()
-_excepthook_installed = False
+def _chain_sinks(*sinks: PointSink | None) -> PointSink:
+    """One point sink calling every given sink in order (None entries skipped)."""
+    present = [sink for sink in sinks if sink is not None]
+    if len(present) == 1:
+        return present[0]
 
+    def sink(points: list) -> None:
+        for each in present:
+            each(points)
 
-def _install_excepthook() -> None:
-    """Remember an uncaught exception so that the atexit finish marks the run FAILED."""
-    global _excepthook_installed
-    if _excepthook_installed:
-        return
-    _excepthook_installed = True
-    previous = sys.excepthook
-
-    def hook(kind: type[BaseException], value: BaseException, traceback: TracebackType | None) -> None:
-        _unhandled_exception.set()
-        previous(kind, value, traceback)
-
-    sys.excepthook = hook
+    return sink

@@ -19,8 +19,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
+from trainmon.common.naming import normalize_key
 
-from .naming import normalize_key
 from .values import NONFINITE_KINDS, coerce_value, nonfinite_kind
 
 log = logging.getLogger("trainmon.exporter")

@@ -14,20 +14,21 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import auth, deps, migrations
-from .api_metrics import ApiMetrics
+from . import auth, migrations
 from .db import is_retryable, make_engine, read_sessions, write_sessions
 from .logging import configure_logging
 from .middleware import BodyLimitMiddleware, RequestMetricsMiddleware
-from .routes import artifacts, checkpoints, compare, experiments, health, logs, metrics_ingest, notes, runs, sd, series
-from .services import notifications
+from .routes import artifacts, checkpoints, compare, experiments, health, logs, notes, points, runs, sd, series
+from .services import lifecycle, notifications
 from .services.retention import retention_job
 from .settings import Settings, get_settings
+from .telemetry import ApiMetrics
 
 log = logging.getLogger("trainmon.metadata_api.app")
 
-# Routers the app includes; add a resource's router here.
-ROUTERS = [health.router, runs.router, metrics_ingest.router, experiments.router, sd.router,
+# Routers the app includes; add a resource's router here. Every router under /api has prefix="/api" and declares
+# full resource paths ("/runs/{run_id}/notes"); `health` serves top-level paths (/healthz, /readyz, /metrics).
+ROUTERS = [health.router, runs.router, points.router, experiments.router, sd.router,
            series.router, compare.router, notes.router, logs.router, checkpoints.router, artifacts.router]
 
 
@@ -41,12 +42,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.read_sessions = read_sessions(engine)
     app.state.write_sessions = write_sessions(engine)
-    app.state.metrics = ApiMetrics(app.state.read_sessions)
+    app.state.telemetry = ApiMetrics(app.state.read_sessions)
+    lifecycle.count_status_changes(app.state.write_sessions, app.state.telemetry.status_changes)
+    app.state.crash_detector = lifecycle.CrashDetector(app.state.write_sessions, settings.heartbeat_timeout_seconds)
     app.state.background_jobs = [_crash_detector, retention_job]
     for router in ROUTERS:
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes, artifact_limit=settings.max_artifact_bytes)
-    app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(RequestMetricsMiddleware, telemetry=app.state.telemetry)
     app.add_exception_handler(SQLAlchemyError, _database_error)
     return app
 
@@ -74,9 +77,9 @@ async def _crash_detector(app: FastAPI) -> None:
     while True:
         await asyncio.sleep(settings.crash_check_interval_seconds)
         try:
-            crashed = await asyncio.to_thread(deps.sweep_crashed, app, settings.heartbeat_timeout_seconds)
+            crashed = await asyncio.to_thread(app.state.crash_detector.sweep)
         except SQLAlchemyError as error:
-            app.state.metrics.db_errors.inc()
+            app.state.telemetry.db_errors.inc()
             log.warning("crash detection failed: %s", error)
             continue
         for run_id in crashed:
@@ -85,7 +88,7 @@ async def _crash_detector(app: FastAPI) -> None:
 
 
 async def _database_error(request: Request, error: Exception) -> JSONResponse:
-    request.app.state.metrics.db_errors.inc()
+    request.app.state.telemetry.db_errors.inc()
     log.error("database error on %s %s: %s", request.method, request.url.path, error)
     retryable = is_retryable(error)  # busy/locked, unreachable, lock timeout: 503, retry later; else a 500
     return JSONResponse({"detail": f"database {'busy or unavailable, retry' if retryable else 'error'}: "

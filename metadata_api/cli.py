@@ -1,4 +1,4 @@
-"""Server commands of `trainmon` (added by `trainmon.exporter.cli` when the [server] extra is installed).
+"""Server commands of `trainmon` (added by `trainmon.client.cli` when the [server] extra is installed).
 
     trainmon serve [--host H] [--port P] [--insecure]   run the API under uvicorn (default 127.0.0.1:5000)
     trainmon db upgrade                                  apply the migrations (alembic upgrade head)

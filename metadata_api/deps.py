@@ -1,5 +1,6 @@
-"""Typed request dependencies: settings, the DB session (one transaction per request), who is calling,
-and the run or experiment a path names, already checked for existence (404) and access (401/403).
+"""Typed request dependencies: settings, the DB session (one transaction per request), the API's telemetry, the
+crash detector, who is calling, and the run or experiment a path names, already checked for existence (404) and
+access (401/403); a run read this way has been through crash detection (`services.lifecycle.CrashDetector`).
 
 Sessions: requests that only read (GET/HEAD) get a read session; others a write session (BEGIN IMMEDIATE on
 SQLite). Nothing commits unless the route calls `session.commit()` before answering; anything else (an
@@ -9,20 +10,18 @@ exception, a 4xx raised midway) rolls the whole request back.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Path, Request, status
+from fastapi import Depends, Header, HTTPException, Path, Request, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from . import auth
-from .api_metrics import ApiMetrics
-from .db import utcnow
-from .models import Experiment, Run, TokenScope
+from .models import RUN_ID_LENGTH, Experiment, Run, TokenScope
 from .repositories import runs as run_repo
-from .services import lifecycle
+from .services.lifecycle import CrashDetector
 from .settings import Settings
+from .telemetry import ApiMetrics
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -31,8 +30,12 @@ async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-async def get_metrics(request: Request) -> ApiMetrics:
-    return request.app.state.metrics
+async def get_telemetry(request: Request) -> ApiMetrics:
+    return request.app.state.telemetry
+
+
+async def get_crash_detector(request: Request) -> CrashDetector:
+    return request.app.state.crash_detector
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -42,7 +45,8 @@ def get_session(request: Request) -> Iterator[Session]:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
+TelemetryDep = Annotated[ApiMetrics, Depends(get_telemetry)]
+CrashDetectorDep = Annotated[CrashDetector, Depends(get_crash_detector)]
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
@@ -73,37 +77,6 @@ def require_access(principal: auth.Principal, project_id: int, write: bool) -> N
         raise HTTPException(status.HTTP_403_FORBIDDEN, "this token has read scope; writing needs a write token")
 
 
-def refresh_if_stale(request: Request, session: Session, runs: list[Run]) -> bool:
-    """Crash detection on read: when a run read here is RUNNING past the heartbeat timeout, mark every such run
-    CRASHED in a short write transaction of its own, and end this session's transaction so that it reads the
-    new state. True when that happened (reload what you hold)."""
-    timeout = request.app.state.settings.heartbeat_timeout_seconds
-    return lifecycle.any_stale(runs, timeout) and _sweep_for_reader(request.app, session, timeout)
-
-
-def refresh_stale_runs(request: Request, session: Session) -> bool:
-    """Crash detection on read for listings: like `refresh_if_stale`, for any run (one index lookup)."""
-    timeout = request.app.state.settings.heartbeat_timeout_seconds
-    stale = run_repo.has_stale_running(session, utcnow() - timedelta(seconds=timeout))
-    return stale and _sweep_for_reader(request.app, session, timeout)
-
-
-def _sweep_for_reader(app: FastAPI, session: Session, timeout_seconds: float) -> bool:
-    session.rollback()  # the reader's snapshot ends; its next statement sees the sweep
-    sweep_crashed(app, timeout_seconds)
-    return True
-
-
-def sweep_crashed(app: FastAPI, timeout_seconds: float) -> list[str]:
-    """One crash sweep in its own write transaction; counts the status changes."""
-    with app.state.write_sessions() as session:
-        crashed = lifecycle.sweep_crashed(session, timeout_seconds)
-        session.commit()
-    if crashed:
-        app.state.metrics.status_changes.labels("CRASHED").inc(len(crashed))
-    return crashed
-
-
 def _load_run(session: Session, run_id: str, for_write: bool = False) -> Run:
     run = (run_repo.get_run_for_write if for_write else run_repo.get_run)(session, run_id)
     if run is None:
@@ -111,17 +84,17 @@ def _load_run(session: Session, run_id: str, for_write: bool = False) -> Run:
     return run
 
 
-def get_readable_run(request: Request, session: SessionDep, principal: PrincipalDep,
-                     run_id: Annotated[str, Path(max_length=128)]) -> Run:
+def get_readable_run(session: SessionDep, principal: PrincipalDep, crashes: CrashDetectorDep,
+                     run_id: Annotated[str, Path(max_length=RUN_ID_LENGTH)]) -> Run:
     run = _load_run(session, run_id)
     require_access(principal, run.experiment.project_id, write=False)
-    if refresh_if_stale(request, session, [run]):
+    if crashes.refresh_if_stale(session, [run]):
         run = _load_run(session, run_id)
     return run
 
 
 def get_writable_run(session: SessionDep, principal: PrincipalDep,
-                     run_id: Annotated[str, Path(max_length=128)]) -> Run:
+                     run_id: Annotated[str, Path(max_length=RUN_ID_LENGTH)]) -> Run:
     run = _load_run(session, run_id, for_write=True)
     require_access(principal, run.experiment.project_id, write=True)
     return run

@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: request size limit (413) and request metrics (latency by route template)."""
+"""Pure ASGI middleware: request size limit (413) and request telemetry (latency by route template)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .api_metrics import ApiMetrics
+from .telemetry import ApiMetrics
 
 
 class BodyLimitMiddleware:
@@ -79,9 +79,9 @@ async def _too_large(send: Send, limit: int) -> None:
 class RequestMetricsMiddleware:
     """Observe `trainmon_api_request_duration_seconds{method,route,status}`; route is the path template."""
 
-    def __init__(self, app: ASGIApp, metrics: ApiMetrics):
+    def __init__(self, app: ASGIApp, telemetry: ApiMetrics):
         self.app = app
-        self.metrics = metrics
+        self.telemetry = telemetry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -100,5 +100,5 @@ class RequestMetricsMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            self.metrics.request_duration.labels(scope["method"], template, str(status_box["status"])).observe(
+            self.telemetry.request_duration.labels(scope["method"], template, str(status_box["status"])).observe(
                 time.perf_counter() - start)

@@ -25,6 +25,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from trainmon.common.statuses import RUN_STATUSES
 
 from .db import UTCDateTime, utcnow
 
@@ -43,10 +44,15 @@ RUN_ID_LENGTH = 128
 
 
 class RunStatus(str, enum.Enum):
+    # A run's status as stored: exactly `trainmon.common.statuses.RUN_STATUSES` (checked below).
     RUNNING = "RUNNING"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     CRASHED = "CRASHED"
+
+
+if tuple(status.value for status in RunStatus) != RUN_STATUSES:
+    raise RuntimeError(f"RunStatus {[s.value for s in RunStatus]} differs from common.statuses {RUN_STATUSES}")
 
 
 class TokenScope(str, enum.Enum):

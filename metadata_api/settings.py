@@ -1,8 +1,7 @@
 """All server settings in one place, read from the environment and `.env` (pydantic-settings).
 
-The seed's variables keep their plain names (HOST, PORT, DEBUG, DATABASE_URL, LOG_LEVEL,
-METRICS_RETENTION_DAYS, ENABLE_NOTIFICATIONS, SLACK_WEBHOOK_URL, EMAIL_NOTIFICATIONS); the newer ones
-are plain names too (HEARTBEAT_TIMEOUT_SECONDS, MAX_BODY_BYTES, ...). `.env.example` lists every one.
+Every variable has the plain upper-case name of its field (HOST, PORT, DEBUG, DATABASE_URL, LOG_LEVEL,
+METRICS_RETENTION_DAYS, HEARTBEAT_TIMEOUT_SECONDS, MAX_BODY_BYTES, ...). `.env.example` lists every one.
 """
 
 from __future__ import annotations
@@ -12,8 +11,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+from trainmon.common.statuses import LOG_LEVELS
 
 
 class Settings(BaseSettings):
@@ -22,7 +20,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
                                       case_sensitive=False, env_ignore_empty=True)  # VAR= means unset
 
-    # The seed's variables.
+    # Server, database, logging, retention and notifications.
     host: str = "127.0.0.1"
     port: int = Field(5000, ge=1, le=65535)
     debug: bool = False

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, joinedload, selectinload
 
-from ..models import Experiment, Run, RunEndpoint, RunTag
+from ..models import Experiment, Run, RunEndpoint, RunStatus, RunTag
 from .upsert import upsert_many
 
 
@@ -46,7 +46,7 @@ def runs_of_experiment(session: Session, experiment_id: int, limit: int | None =
 def running_runs_with_endpoints(session: Session) -> list[Run]:
     """RUNNING runs that have at least one registered exporter endpoint, with their endpoints (rank order)."""
     has_endpoint = select(RunEndpoint.run_id).where(RunEndpoint.run_id == Run.id).exists()
-    query = select(Run).where(Run.status == "RUNNING", has_endpoint).order_by(Run.id).options(
+    query = select(Run).where(Run.status == RunStatus.RUNNING.value, has_endpoint).order_by(Run.id).options(
         selectinload(Run.endpoints), selectinload(Run.experiment).selectinload(Experiment.project))
     return list(session.scalars(query))
 
@@ -89,14 +89,14 @@ def count_by_status(session: Session) -> dict[str, int]:
 
 def has_stale_running(session: Session, cutoff: datetime) -> bool:
     """Whether some RUNNING run's last heartbeat is older than `cutoff` (an index lookup)."""
-    query = select(Run.id).where(Run.status == "RUNNING", Run.last_heartbeat < cutoff).limit(1)
+    query = select(Run.id).where(Run.status == RunStatus.RUNNING.value, Run.last_heartbeat < cutoff).limit(1)
     return session.scalar(query) is not None
 
 
-def mark_stale_crashed(session: Session, cutoff: datetime, now: datetime) -> list[str]:
-    """RUNNING runs whose last heartbeat is older than `cutoff` become CRASHED; their ids."""
-    stale = list(session.scalars(select(Run.id).where(Run.status == "RUNNING", Run.last_heartbeat < cutoff)))
-    if stale:
-        session.execute(update(Run).where(Run.id.in_(stale), Run.status == "RUNNING", Run.last_heartbeat < cutoff)
-                        .values(status="CRASHED", end_time=now).execution_options(synchronize_session=False))
-    return stale
+def stale_running_for_update(session: Session, cutoff: datetime) -> list[Run]:
+    """RUNNING runs whose last heartbeat is older than `cutoff`, in id order, locked until the transaction ends
+    (PostgreSQL `FOR NO KEY UPDATE`: a heartbeat committed meanwhile takes the run out of the result; SQLite
+    writers hold the database lock already)."""
+    query = (select(Run).where(Run.status == RunStatus.RUNNING.value, Run.last_heartbeat < cutoff)
+             .order_by(Run.id).with_for_update(key_share=True))
+    return list(session.scalars(query))

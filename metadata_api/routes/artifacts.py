@@ -4,44 +4,30 @@
 writes the file atomically under `<ARTIFACT_ROOT>/experiments/<experiment_id>/artifacts/<run_id>/[step-<n>/]<name>`
 and its metadata to the database; uploading the same (name, step) again replaces both (200; new ones 201).
 `GET /api/runs/{run_id}/artifacts` lists them; `GET .../artifacts/{artifact_id}/file` downloads one.
-Names with a path separator or '..' -> 400; files over MAX_ARTIFACT_BYTES -> 413.
+Names are plain file names (`trainmon.common.files.check_name`): a path separator or '..' -> 400; files over
+MAX_ARTIFACT_BYTES -> 413.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, HTTPException, Response, UploadFile, status
 from fastapi.responses import FileResponse
-from pydantic import BaseModel
 from sqlalchemy import select
+from trainmon.common.files import MAX_NAME_BYTES, NAME_RULE, BadName
+from trainmon.common.wire import json_safe
 
 from ..db import utcnow
 from ..deps import ReadableRun, SessionDep, SettingsDep, WritableRun
 from ..models import Artifact
 from ..repositories import records
-from ..schemas import Page, json_safe
+from ..schemas import ArtifactKind, ArtifactOut, Page
 from ..services import artifact_store
 from .experiments import Limit, Offset
 
-router = APIRouter(prefix="/api/runs", tags=["artifacts"])
-Kind = Literal["image", "histogram", "graph", "file"]
-
-
-class ArtifactOut(BaseModel):
-    id: int
-    run_id: str
-    kind: str
-    name: str
-    step: int | None
-    path: str
-    media_type: str | None
-    size_bytes: int
-    sha256: str
-    metadata: dict[str, Any]
-    created_at: datetime
+router = APIRouter(prefix="/api", tags=["artifacts"])
 
 
 def artifact_out(artifact: Artifact) -> ArtifactOut:
@@ -51,20 +37,20 @@ def artifact_out(artifact: Artifact) -> ArtifactOut:
                        created_at=artifact.created_at)
 
 
-@router.post("/{run_id}/artifacts", response_model=ArtifactOut, status_code=status.HTTP_201_CREATED,
+@router.post("/runs/{run_id}/artifacts", response_model=ArtifactOut, status_code=status.HTTP_201_CREATED,
              responses={200: {"description": "replaced the artifact of the same name and step"},
                         400: {"description": "the name has a path separator or '..'"},
                         413: {"description": "file over MAX_ARTIFACT_BYTES"}})
 def upload_artifact(run: WritableRun, session: SessionDep, settings: SettingsDep, response: Response,
-                    file: Annotated[UploadFile, File()], kind: Annotated[Kind, Form()],
-                    name: Annotated[str, Form(min_length=1, max_length=255)],
+                    file: Annotated[UploadFile, File()], kind: Annotated[ArtifactKind, Form()],
+                    name: Annotated[str, Form(min_length=1, max_length=MAX_NAME_BYTES, description=NAME_RULE)],
                     step: Annotated[int | None, Form(ge=0)] = None,
                     metadata: Annotated[str | None, Form()] = None) -> ArtifactOut:
     meta = _metadata(metadata)
     try:
         relative = artifact_store.artifact_relative_path(run.experiment_id, run.id, name, step)
         stored = artifact_store.store(settings.artifact_root, relative, file.file, settings.max_artifact_bytes)
-    except artifact_store.BadName as error:
+    except BadName as error:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
     except artifact_store.TooLarge as error:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(error)) from error
@@ -89,8 +75,8 @@ def upload_artifact(run: WritableRun, session: SessionDep, settings: SettingsDep
     return answer
 
 
-@router.get("/{run_id}/artifacts", response_model=Page[ArtifactOut])
-def list_artifacts(run: ReadableRun, session: SessionDep, kind: Kind | None = None, limit: Limit = 50,
+@router.get("/runs/{run_id}/artifacts", response_model=Page[ArtifactOut])
+def list_artifacts(run: ReadableRun, session: SessionDep, kind: ArtifactKind | None = None, limit: Limit = 50,
                    offset: Offset = 0) -> Page[ArtifactOut]:
     """The run's artifacts by step then name; filter by `kind`."""
     query = select(Artifact).where(Artifact.run_id == run.id)
@@ -100,7 +86,7 @@ def list_artifacts(run: ReadableRun, session: SessionDep, kind: Kind | None = No
     return Page[ArtifactOut](items=[artifact_out(a) for a in rows], total=total, limit=limit, offset=offset)
 
 
-@router.get("/{run_id}/artifacts/{artifact_id}/file", response_class=FileResponse,
+@router.get("/runs/{run_id}/artifacts/{artifact_id}/file", response_class=FileResponse,
             responses={404: {"description": "no such artifact, or its file is gone"}})
 def download_artifact(run: ReadableRun, session: SessionDep, settings: SettingsDep, artifact_id: int) -> FileResponse:
     artifact = session.scalar(select(Artifact).where(Artifact.run_id == run.id, Artifact.id == artifact_id))

@@ -1,55 +1,23 @@
-"""Checkpoints (models): `POST /api/runs/{run_id}/checkpoints` registers one; the seed's
+"""Checkpoints (models): `POST /api/runs/{run_id}/checkpoints` registers one;
 `GET /api/models/{experiment_id}` lists an experiment's, newest first (paginated).
 
 Registering a name the run already has replaces its fields (a re-save after a resume; a replayed request is a
-no-op) and answers 200; a new name answers 201. Names are plain file names: a path separator or '..' -> 400.
+no-op) and answers 200; a new name answers 201. Names are plain file names (`trainmon.common.files.check_name`):
+a path separator or '..' -> 400.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
-
 from fastapi import APIRouter, HTTPException, Response, status
-from pydantic import BaseModel, ConfigDict, Field
+from trainmon.common.files import BadName, check_name
 
 from ..deps import ReadableExperiment, SessionDep, WritableRun
 from ..models import Checkpoint
 from ..repositories import records
-from ..schemas import JsonObject, Page, RunId
-from ..services.artifact_store import BadName, check_name
+from ..schemas import CheckpointIn, CheckpointOut, ExperimentModels, RunId
 from .experiments import Limit, Offset
 
 router = APIRouter(prefix="/api", tags=["checkpoints"])
-
-
-class CheckpointIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, max_length=255)
-    step: int | None = Field(None, ge=0)
-    epoch: int | None = Field(None, ge=0)
-    uri: str = Field(min_length=1, max_length=2048)
-    size_bytes: int = Field(ge=0)
-    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
-    metrics: JsonObject | None = None  # non-finite values are stored as "NaN", "Infinity", "-Infinity"
-
-
-class CheckpointOut(BaseModel):
-    id: int
-    run_id: str
-    name: str
-    step: int | None
-    epoch: int | None
-    uri: str
-    size_bytes: int
-    sha256: str
-    metrics: dict[str, Any]
-    created_at: datetime
-
-
-class ExperimentModels(Page[CheckpointOut]):
-    experiment_id: int
 
 
 def checkpoint_out(checkpoint: Checkpoint) -> CheckpointOut:

@@ -10,42 +10,18 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, status
-from pydantic import BaseModel
-from trainmon.exporter.naming import normalize_key
+from trainmon.common.naming import normalize_key
 
 from ..deps import PrincipalDep, SessionDep, require_access
 from ..models import Experiment, Run
 from ..reduction import MIN_MAX_POINTS
 from ..repositories import runs as run_repo
 from ..repositories import series as series_repo
-from ..schemas import MetricValue
+from ..schemas import AlignedPoint, ComparedSeries, Comparison
 
 router = APIRouter(prefix="/api", tags=["metrics"])
 MAX_RUNS = 100
 MAX_KEYS = 20
-
-
-class AlignedPoint(BaseModel):
-    x: float
-    step: int
-    value: MetricValue
-    wall_time: float
-
-
-class ComparedSeries(BaseModel):
-    run_id: str
-    experiment_id: int
-    experiment: str
-    key: str
-    reduced: bool
-    points: list[AlignedPoint]
-
-
-class Comparison(BaseModel):
-    align: Literal["step", "time"]
-    keys: list[str]
-    runs: list[str]
-    series: list[ComparedSeries]
 
 
 @router.get("/compare", response_model=Comparison, responses={404: {"description": "unknown run or experiment"}})

@@ -1,14 +1,15 @@
-"""The seed's read endpoints: experiments with their runs, and an experiment's metric points (paginated)."""
+"""Experiments with their runs, and an experiment's metric points (paginated); `Limit`/`Offset` are the
+pagination parameters every listing uses."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 
-from ..deps import PrincipalDep, ReadableExperiment, SessionDep, refresh_if_stale, refresh_stale_runs
+from ..deps import CrashDetectorDep, PrincipalDep, ReadableExperiment, SessionDep
 from ..models import Experiment
-from ..repositories import metrics as metric_repo
+from ..repositories import points as point_repo
 from ..repositories import projects as project_repo
 from ..repositories import runs as run_repo
 from ..schemas import ExperimentDetail, ExperimentMetrics, ExperimentOut, MetricKey, Page, PointOut, RunId
@@ -21,10 +22,10 @@ Offset = Annotated[int, Query(ge=0)]
 
 
 @router.get("/experiments", response_model=Page[ExperimentOut])
-def list_experiments(request: Request, session: SessionDep, principal: PrincipalDep, limit: Limit = 50,
+def list_experiments(session: SessionDep, principal: PrincipalDep, crashes: CrashDetectorDep, limit: Limit = 50,
                      offset: Offset = 0) -> Page[ExperimentOut]:
     """Experiments, newest first (only the token's project when a token is used)."""
-    refresh_stale_runs(request, session)
+    crashes.refresh_stale_runs(session)
     experiments, total = project_repo.list_experiments(session, limit, offset, principal.project_id)
     stats = project_repo.run_stats(session, [e.id for e in experiments])
     items = [_experiment_out(e, *stats[e.id]) for e in experiments]
@@ -32,11 +33,11 @@ def list_experiments(request: Request, session: SessionDep, principal: Principal
 
 
 @router.get("/experiments/{experiment_id}", response_model=ExperimentDetail)
-def get_experiment(experiment: ReadableExperiment, session: SessionDep, request: Request, limit: Limit = 1000,
-                   offset: Offset = 0) -> ExperimentDetail:
+def get_experiment(experiment: ReadableExperiment, session: SessionDep, crashes: CrashDetectorDep,
+                   limit: Limit = 1000, offset: Offset = 0) -> ExperimentDetail:
     """One experiment with its runs in start order (status, params, tags), `limit` runs from `offset`."""
     runs = run_repo.runs_of_experiment(session, experiment.id, limit, offset)
-    if refresh_if_stale(request, session, runs):
+    if crashes.refresh_if_stale(session, runs):
         runs = run_repo.runs_of_experiment(session, experiment.id, limit, offset)
     stats = project_repo.run_stats(session, [experiment.id])[experiment.id]
     summary = _experiment_out(experiment, *stats)
@@ -48,9 +49,9 @@ def experiment_metrics(experiment: ReadableExperiment, session: SessionDep, limi
                        offset: Offset = 0, key: MetricKey | None = None,
                        run_id: RunId | None = None) -> ExperimentMetrics:
     """The experiment's metric points ordered by run, key and step; filter by `key` and `run_id`."""
-    rows, total = metric_repo.experiment_points(session, experiment.id, limit, offset, key, run_id)
+    rows, total = point_repo.experiment_points(session, experiment.id, limit, offset, key, run_id)
     items = [PointOut(run_id=r, key=k, step=s, value=v, wall_time=w) for r, k, s, v, w in rows]
-    return ExperimentMetrics(experiment_id=experiment.id, keys=metric_repo.experiment_keys(session, experiment.id),
+    return ExperimentMetrics(experiment_id=experiment.id, keys=point_repo.experiment_keys(session, experiment.id),
                              items=items, total=total, limit=limit, offset=offset)
 
 

@@ -25,7 +25,7 @@ def readyz(request: Request, response: Response) -> dict[str, str]:
             connection.execute(text("SELECT 1"))
         revision = migrations.current_revision(engine)
     except SQLAlchemyError as error:
-        request.app.state.metrics.db_errors.inc()
+        request.app.state.telemetry.db_errors.inc()
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
         return {"status": "unavailable", "reason": type(error).__name__}
     if revision != migrations.head_revision():
@@ -36,4 +36,4 @@ def readyz(request: Request, response: Response) -> dict[str, str]:
 
 @router.get("/metrics", include_in_schema=False)
 def metrics(request: Request) -> Response:
-    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(request.app.state.telemetry.registry), media_type=CONTENT_TYPE_LATEST)

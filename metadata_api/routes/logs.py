@@ -1,58 +1,23 @@
-"""Run log lines: `POST /api/runs/{run_id}/logs` (batches, idempotent by `batch_id`) and the seed's
-`GET /api/logs/{experiment_id}` (paginated, time order, filter by `run_id` and `level`)."""
+"""Run log lines: `POST /api/runs/{run_id}/logs` (batches, idempotent by `batch_id`) and
+`GET /api/logs/{experiment_id}` (paginated, time order, filter by `run_id` and `level`).
+
+Levels are `trainmon.common.statuses.LOG_LEVELS`, case-insensitive on the way in; any other level is a 422."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..deps import ReadableExperiment, SessionDep, SettingsDep, WritableRun
 from ..models import LogLine
 from ..repositories import ingest_batches, records
-from ..schemas import BatchId, IngestResult, Page, RunId
+from ..schemas import ExperimentLogs, IngestResult, Level, LogBatch, LogLineOut, RunId
 from .experiments import Offset
 
 router = APIRouter(prefix="/api", tags=["logs"])
 KIND = "logs"
-Level = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LogLimit = Annotated[int, Query(ge=1, le=10_000)]
-
-
-class LogLineIn(BaseModel):
-    time: datetime
-    level: Level = "INFO"
-    message: str = Field(max_length=65_536)
-
-    @field_validator("level", mode="before")
-    @classmethod
-    def _upper(cls, value: object) -> object:
-        return value.upper() if isinstance(value, str) else value
-
-    @field_validator("time")
-    @classmethod
-    def _utc(cls, value: datetime) -> datetime:
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-
-
-class LogBatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    batch_id: BatchId
-    lines: list[LogLineIn] = Field(min_length=1)
-
-
-class LogLineOut(BaseModel):
-    run_id: str
-    time: datetime
-    level: str
-    message: str
-
-
-class ExperimentLogs(Page[LogLineOut]):
-    experiment_id: int
 
 
 @router.post("/runs/{run_id}/logs", response_model=IngestResult,

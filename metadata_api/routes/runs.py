@@ -10,37 +10,34 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .. import auth, deps
-from ..api_metrics import ApiMetrics
 from ..db import utcnow
-from ..deps import MetricsDep, PrincipalDep, ReadableRun, SessionDep, WritableRun
-from ..models import Project, Run, RunStatus
+from ..deps import PrincipalDep, ReadableRun, SessionDep, WritableRun
+from ..models import Project, Run
 from ..repositories import projects as project_repo
 from ..repositories import runs as run_repo
 from ..schemas import Heartbeat, ParamsIn, RunCreate, RunOut, StatusChange, TagsIn
 from ..services import lifecycle
 from .views import run_out
 
-router = APIRouter(prefix="/api/runs", tags=["runs"])
+router = APIRouter(prefix="/api", tags=["runs"])
 log = logging.getLogger("trainmon.metadata_api.runs")
 
 
-@router.post("", response_model=RunOut, status_code=status.HTTP_201_CREATED,
+@router.post("/runs", response_model=RunOut, status_code=status.HTTP_201_CREATED,
              responses={200: {"description": "the run exists already (another rank, or a resume)"},
                         409: {"description": "the run exists in another experiment, or is COMPLETED"}})
-def create_run(body: RunCreate, session: SessionDep, principal: PrincipalDep, metrics: MetricsDep,
-               response: Response) -> RunOut:
+def create_run(body: RunCreate, session: SessionDep, principal: PrincipalDep, response: Response) -> RunOut:
     """Start a run of `experiment` (created on first use). An existing `run_id` is joined (DDP ranks) or resumed."""
     try:
-        return _create_or_join(body, session, principal, metrics, response)
+        return _create_or_join(body, session, principal, response)
     except IntegrityError:
         # Another rank inserted the same new run_id between our read and our insert (PostgreSQL; SQLite writers
         # are serialised): start over, and this time join it.
         session.rollback()
-        return _create_or_join(body, session, principal, metrics, response)
+        return _create_or_join(body, session, principal, response)
 
 
-def _create_or_join(body: RunCreate, session: Session, principal: auth.Principal, metrics: ApiMetrics,
-                    response: Response) -> RunOut:
+def _create_or_join(body: RunCreate, session: Session, principal: auth.Principal, response: Response) -> RunOut:
     project_name = body.project
     if project_name is None:
         project_name = "default" if principal.open else _project_name(session, principal.project_id)
@@ -64,31 +61,28 @@ def _create_or_join(body: RunCreate, session: Session, principal: auth.Principal
             run_repo.set_tags(session, run_id, body.tags)
         answer = _commit_and_show(session, run_id)
         if resumed:
-            metrics.status_changes.labels(RunStatus.RUNNING.value).inc()
             log.info("run resumed", extra={"experiment_id": experiment.id, "run_id": run_id})
         response.status_code = status.HTTP_200_OK
         return answer
-    now = utcnow()
-    run = run_repo.add_run(session, Run(
-        id=run_id, experiment_id=experiment.id, status=RunStatus.RUNNING.value, start_time=now, last_heartbeat=now,
-        host=body.host, pid=body.pid, command=body.command, git_commit=body.git_commit, rank=body.rank,
-        world_size=body.world_size, exporter_url=body.exporter_url, params=body.params or {}))
+    run = lifecycle.start(session, Run(
+        id=run_id, experiment_id=experiment.id, host=body.host, pid=body.pid, command=body.command,
+        git_commit=body.git_commit, rank=body.rank, world_size=body.world_size, exporter_url=body.exporter_url,
+        params=body.params or {}))
     _register_endpoint(session, run, body)
     if body.tags:
         run_repo.set_tags(session, run_id, body.tags)
     answer = _commit_and_show(session, run_id)
-    metrics.status_changes.labels(RunStatus.RUNNING.value).inc()
     log.info("run started", extra={"experiment_id": experiment.id, "run_id": run_id})
     return answer
 
 
-@router.get("/{run_id}", response_model=RunOut)
+@router.get("/runs/{run_id}", response_model=RunOut)
 def get_run(run: ReadableRun) -> RunOut:
     return run_out(run)
 
 
-@router.post("/{run_id}/status", response_model=RunOut, responses={409: {"description": "illegal transition"}})
-def set_status(body: StatusChange, run: WritableRun, session: SessionDep, metrics: MetricsDep) -> RunOut:
+@router.post("/runs/{run_id}/status", response_model=RunOut, responses={409: {"description": "illegal transition"}})
+def set_status(body: StatusChange, run: WritableRun, session: SessionDep) -> RunOut:
     run_repo.lock(session, run)  # PostgreSQL: concurrent transitions of one run take turns
     try:
         changed = lifecycle.change_status(run, body.status)
@@ -96,35 +90,32 @@ def set_status(body: StatusChange, run: WritableRun, session: SessionDep, metric
         raise HTTPException(status.HTTP_409_CONFLICT, f"status: {error}") from error
     answer = _commit_and_show(session, run.id)
     if changed:
-        metrics.status_changes.labels(body.status.value).inc()
         log.info("run status %s", body.status.value,
                  extra={"experiment_id": run.experiment_id, "run_id": run.id})
     return answer
 
 
-@router.post("/{run_id}/heartbeat", status_code=status.HTTP_204_NO_CONTENT,
+@router.post("/runs/{run_id}/heartbeat", status_code=status.HTTP_204_NO_CONTENT,
              responses={409: {"description": "the run is COMPLETED or FAILED"}})
-def heartbeat(run: WritableRun, session: SessionDep, metrics: MetricsDep, _body: Heartbeat | None = None) -> Response:
+def heartbeat(run: WritableRun, session: SessionDep, _body: Heartbeat | None = None) -> Response:
     """A sign of life (the body, `{}` or none, is ignored)."""
     run_repo.lock(session, run)
     try:
-        revived = lifecycle.heartbeat(run)
+        lifecycle.heartbeat(run)
     except lifecycle.IllegalTransition as error:
         raise HTTPException(status.HTTP_409_CONFLICT, f"status: {error}") from error
     session.commit()
-    if revived:
-        metrics.status_changes.labels(RunStatus.RUNNING.value).inc()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.put("/{run_id}/params", response_model=RunOut)
+@router.put("/runs/{run_id}/params", response_model=RunOut)
 def put_params(body: ParamsIn, run: WritableRun, session: SessionDep) -> RunOut:
     """Replace the run's hyperparameters (nested JSON kept as given)."""
     run_repo.set_params(run, body.params)
     return _commit_and_show(session, run.id)
 
 
-@router.post("/{run_id}/tags", response_model=RunOut)
+@router.post("/runs/{run_id}/tags", response_model=RunOut)
 def post_tags(body: TagsIn, run: WritableRun, session: SessionDep) -> RunOut:
     """Set tags (a key given again gets the new value; other tags stay)."""
     run_repo.set_tags(session, run.id, body.tags)

@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
-from ..deps import PrincipalDep, SessionDep, refresh_if_stale
+from ..deps import CrashDetectorDep, PrincipalDep, SessionDep
 from ..models import Run, RunEndpoint
 from ..repositories import runs as run_repo
 
@@ -21,9 +21,10 @@ router = APIRouter(prefix="/api", tags=["service discovery"])
 
 
 @router.get("/sd")
-def service_discovery(request: Request, session: SessionDep, principal: PrincipalDep) -> list[dict[str, Any]]:
+def service_discovery(session: SessionDep, principal: PrincipalDep,
+                      crashes: CrashDetectorDep) -> list[dict[str, Any]]:
     runs = run_repo.running_runs_with_endpoints(session)
-    if refresh_if_stale(request, session, runs):
+    if crashes.refresh_if_stale(session, runs):
         runs = run_repo.running_runs_with_endpoints(session)
     if not principal.open:
         runs = [run for run in runs if run.experiment.project_id == principal.project_id]

@@ -12,36 +12,22 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
-from pydantic import BaseModel
 
 from ..deps import ReadableRun, SessionDep
 from ..reduction import MIN_MAX_POINTS, SeriesPoint
 from ..repositories import series as series_repo
-from ..schemas import MetricKey, MetricValue
+from ..schemas import MetricKey, SeriesOut, SeriesPointOut
 
-router = APIRouter(prefix="/api/runs", tags=["metrics"])
+router = APIRouter(prefix="/api", tags=["metrics"])
 MAX_PAGE = 100_000
-
-
-class SeriesPointOut(BaseModel):
-    step: int
-    value: MetricValue
-    wall_time: float
-
-
-class SeriesOut(BaseModel):
-    run_id: str
-    key: str
-    reduced: bool
-    points: list[SeriesPointOut]
-    next_after_step: int | None
 
 
 def points_out(points: list[SeriesPoint]) -> list[SeriesPointOut]:
     return [SeriesPointOut(step=p.step, value=p.value, wall_time=p.wall_time) for p in points]
 
 
-@router.get("/{run_id}/metrics/{key}", response_model=SeriesOut, responses={404: {"description": "no such run/key"}})
+@router.get("/runs/{run_id}/metrics/{key}", response_model=SeriesOut,
+            responses={404: {"description": "no such run/key"}})
 def get_series(run: ReadableRun, session: SessionDep, key: Annotated[MetricKey, Path()],
                max_points: Annotated[int | None, Query(ge=MIN_MAX_POINTS, le=MAX_PAGE)] = None,
                after_step: Annotated[int | None, Query(ge=-1)] = None,

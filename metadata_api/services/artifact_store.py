@@ -1,8 +1,9 @@
 """Files of uploaded artifacts, under `<artifact_root>/experiments/<experiment_id>/artifacts/<run_id>/`.
 
 A file is streamed to a temporary file in its final directory, fsynced, then renamed over its final name
-(`trainmon.exporter.artifacts.write_atomic`): a reader sees the old file or the new one, never a half-written
-one. Names are single path components (`check_name`); the final path is checked to stay inside the artifact root.
+(`trainmon.common.files.write_atomic`): a reader sees the old file or the new one, never a half-written one.
+Names are single path components (`trainmon.common.files.check_name`, BadName otherwise); the final path is
+checked to stay inside the artifact root.
 """
 
 from __future__ import annotations
@@ -12,13 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from trainmon.exporter.artifacts import write_atomic
+from trainmon.common.files import BadName, WrittenFile, check_name, write_atomic
 
 CHUNK = 1024 * 1024
-
-
-class BadName(ValueError):
-    """A file or checkpoint name that is not one plain path component."""
 
 
 class TooLarge(ValueError):
@@ -30,16 +27,6 @@ class StoredFile:
     relative_path: str  # relative to the artifact root, '/'-separated
     size_bytes: int
     sha256: str
-
-
-def check_name(name: str, field: str = "name") -> str:
-    """`name` when it is one plain path component: no '/', '\\', NUL or control characters, not '.' or '..',
-    no '..' sequence. Raises BadName naming `field` otherwise."""
-    if not name or name != name.strip() or len(name) > 255:
-        raise BadName(f"{field}: must be 1 to 255 characters without leading or trailing spaces")
-    if "/" in name or "\\" in name or ".." in name or name == "." or any(ord(c) < 32 for c in name):
-        raise BadName(f"{field}: {name!r} must be a plain file name (no path separators, '..' or control chars)")
-    return name
 
 
 def artifact_relative_path(experiment_id: int, run_id: str, name: str, step: int | None) -> str:
@@ -67,7 +54,7 @@ def store(root: Path, relative_path: str, source: BinaryIO, max_bytes: int) -> S
                 raise TooLarge(f"file: larger than MAX_ARTIFACT_BYTES ({max_bytes} bytes)")
             out.write(chunk)
 
-    written = write_atomic(target, copy)
+    written: WrittenFile = write_atomic(target, copy)
     return StoredFile(relative_path=relative_path, size_bytes=written.size_bytes, sha256=written.sha256)
 
 

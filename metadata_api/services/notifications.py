@@ -1,7 +1,7 @@
 """Run lifecycle notifications (COMPLETED / FAILED / CRASHED) through Alertmanager: one path for everything.
 
-The lifecycle service calls `status_changed(run)` when a run's status changes and `runs_crashed(session, ids)`
-after a crash sweep; the notifications go out when that session commits (a rolled-back change sends nothing).
+The lifecycle service calls `status_changed(run, session)` for every run whose status changed (crash sweeps
+included); the notifications go out when that session commits (a rolled-back change sends nothing).
 When ENABLE_NOTIFICATIONS is true and ALERTMANAGER_URL is set (`configure(settings)`, done by `create_app`), each
 becomes an alert `TrainmonRunLifecycle` posted to Alertmanager's `/api/v2/alerts`; alertmanager/alertmanager.yml
 routes it to the `lifecycle` receiver (Slack and email), with the same templates as the Prometheus alerts.
@@ -17,12 +17,12 @@ import logging
 import os
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from urllib.parse import quote
 
 import requests
-from sqlalchemy import event, select
+from sqlalchemy import event
 from sqlalchemy.orm import Session, object_session
 
 from ..models import Run
@@ -127,18 +127,11 @@ def configure(settings: Settings, env: Mapping[str, str] | None = None) -> Alert
     return _notifier
 
 
-def status_changed(run: Run) -> None:
-    """Called by the lifecycle service after `run.status` changed; sent once the change is committed."""
+def status_changed(run: Run, session: Session | None = None) -> None:
+    """Called by the lifecycle service after `run.status` changed; sent once `session` (by default the run's own)
+    commits."""
     if _notifier is not None and run.status in SEVERITY:
-        _send_after_commit(object_session(run), [RunEvent.of(run)])
-
-
-def runs_crashed(session: Session, run_ids: Iterable[str]) -> None:
-    """Called after a crash sweep marked `run_ids` CRASHED; sent once the sweep is committed."""
-    ids = list(run_ids)
-    if _notifier is not None and ids:
-        runs = session.scalars(select(Run).where(Run.id.in_(ids)))
-        _send_after_commit(session, [replace(RunEvent.of(run), status="CRASHED") for run in runs])
+        _send_after_commit(session if session is not None else object_session(run), [RunEvent.of(run)])
 
 
 def _send_after_commit(session: Session | None, events: list[RunEvent]) -> None:

@@ -116,7 +116,7 @@ async def retention_job(app: Any) -> None:
             pruned = await asyncio.to_thread(prune, app.state.write_sessions, settings.metrics_retention_days,
                                              settings.prune_batch_size)
         except SQLAlchemyError as error:
-            app.state.metrics.db_errors.inc()
+            app.state.telemetry.db_errors.inc()
             log.warning("retention prune failed: %s", error)
             continue
         if any(pruned):

@@ -9,7 +9,8 @@ from types import ModuleType
 from typing import Any
 
 import yaml
-from trainmon.exporter.stack_render import alertmanager_renderer  # noqa: F401 - re-exported for the tests
+
+from devtools.stack_render import alertmanager_renderer  # noqa: F401 - re-exported for the tests
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = REPO / "prometheus"

@@ -12,7 +12,8 @@ from pathlib import Path
 import requests
 import yaml
 from repo_files import RULES_DIR, load_yaml
-from trainmon.exporter.stack_render import render_prometheus_config  # noqa: F401 - re-exported for the tests
+
+from devtools.stack_render import render_prometheus_config  # noqa: F401 - re-exported for the tests
 
 DURATION = re.compile(r"(\d+)([smhd])")
 SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -24,11 +24,13 @@ import requests
 from repo_files import dashboards, panels
 from stack_servers import api_post, render_prometheus_config
 from support.api import run_api
-from support.procs import IN_CI, Prometheus, fresh_postgres_database, run_prometheus, run_pushgateway
+from support.fixtures import H200_PROBE
+from support.procs import Prometheus, fresh_postgres_database, run_prometheus, run_pushgateway
+
+from devtools.nvml_replay import ReplaySource
 
 pytestmark = pytest.mark.integration
 
-H200_FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "nvml-h200" / "nvml_probe.json"
 EXPERIMENT = "dash-exp"
 STEPS = 120
 # What Grafana would substitute for its built-in interval variables with a 1 s scrape interval.
@@ -44,15 +46,8 @@ class SimulatedRun:
     start: float
 
 
-def _replay_source(devices: int):
-    if not H200_FIXTURE.exists():
-        message = f"the replayed H200 NVML fixture is missing: {H200_FIXTURE}"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    from trainmon.exporter.collectors.nvml_source import ReplaySource
-
-    source = ReplaySource(H200_FIXTURE, devices=devices)
+def _replay_source(devices: int) -> ReplaySource:
+    source = ReplaySource(H200_PROBE, devices=devices)
     source.seek(len(source.series) // 2)  # under load: SM/tensor activity > 0
     return source
 

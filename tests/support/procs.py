@@ -1,4 +1,9 @@
-"""Start and stop the real servers the tests talk to, on 127.0.0.1, free ports, temp dirs."""
+"""Start and stop the real servers the tests talk to, on 127.0.0.1, free ports, temp dirs.
+
+The process basics (`free_port`, `wait_until`, `http_ok`, `ManagedProcess`) come from devtools/procs.py, shared
+with the demo and the bench scripts; here: what only tests need (`require_binary`, which fails instead of skipping
+under CI=true, and the servers' context managers).
+"""
 
 from __future__ import annotations
 
@@ -6,17 +11,16 @@ import contextlib
 import os
 import pwd
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 import requests
+
+from devtools.procs import ManagedProcess, free_port, http_ok, wait_until  # also the tests' names for them
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -32,84 +36,6 @@ def require_binary(name: str, *candidates: str) -> str:
     if IN_CI:
         pytest.fail(message)
     pytest.skip(message)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 30.0, interval: float = 0.1,
-               what: str = "condition") -> None:
-    """Poll `check` until it returns true; raise TimeoutError naming `what` otherwise."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except Exception as error:  # noqa: BLE001 - retried until the deadline
-            last_error = error
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
-
-
-def http_ok(url: str) -> Callable[[], bool]:
-    return lambda: requests.get(url, timeout=2).status_code == 200
-
-
-class ManagedProcess:
-    """A child process with its output in a log file; `stop()` ends it and its process group."""
-
-    def __init__(self, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None,
-                 cwd: str | Path | None = None, user: str | None = None):
-        self.argv = list(argv)
-        self.log_path = log_path
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        preexec = _drop_privileges(user) if user else None
-        self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                     start_new_session=True, preexec_fn=preexec)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log_tail(self, chars: int = 4000) -> str:
-        with contextlib.suppress(OSError):
-            return self.log_path.read_text(errors="replace")[-chars:]
-        return ""
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, sig)
-        self.proc.wait(timeout=30)
-
-    def stop(self, timeout: float = 15.0) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._log.close()
-
-    def wait_ready(self, check: Callable[[], bool], timeout: float = 30.0, what: str | None = None) -> None:
-        def ready() -> bool:
-            if not self.alive():
-                raise RuntimeError(f"{self.argv[0]} exited with {self.proc.returncode}:\n{self.log_tail()}")
-            return check()
-
-        try:
-            wait_until(ready, timeout=timeout, what=what or self.argv[0])
-        except (TimeoutError, RuntimeError):
-            self.stop()
-            raise
 
 
 def _drop_privileges(user: str) -> Callable[[], None]:
@@ -273,7 +199,7 @@ def run_postgres(workdir: Path | None = None) -> Iterator[str]:
             [str(bindir / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(port), "-k", str(sockets),
              "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
              "-c", "max_connections=200"],
-            log, user=user)
+            log, preexec=_drop_privileges(user) if user else None)
         url = f"postgresql+psycopg://trainmon@127.0.0.1:{port}/postgres"
         try:
             process.wait_ready(lambda: _pg_accepts(bindir, port), what="postgres ready")

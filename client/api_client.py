@@ -1,0 +1,113 @@
+"""HTTP transport for the metadata API contract (DEVELOPERS.md, "Metadata API contract").
+
+One keep-alive ``requests.Session`` per client, bearer token, connect/read timeouts. Non-finite metric values
+travel as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` (`trainmon.common.wire`).
+
+Writes are typed records (`trainmon.client.records`), each sending itself through ``request``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+DEFAULT_TIMEOUT = (3.05, 10.0)
+
+
+class ApiError(Exception):
+    """The API answered with an error status (``retryable`` for 408/425/429 and 5xx)."""
+
+    def __init__(self, status: int, message: str, method: str = "", path: str = ""):
+        super().__init__(f"{method} {path} -> {status}: {message}".strip())
+        self.status = status
+        self.message = message
+
+    @property
+    def retryable(self) -> bool:
+        return self.status >= 500 or self.status in (408, 425, 429)
+
+
+class ApiUnavailable(Exception):
+    """The API could not be reached, or did not answer within the timeout (always retryable)."""
+
+    retryable = True
+
+
+class ApiClient:
+    """The metadata API over one keep-alive session."""
+
+    def __init__(self, base_url: str, token: str | None = None,
+                 timeout: float | tuple[float, float] = DEFAULT_TIMEOUT):
+        if not base_url or not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"api_url must be an http(s) URL, got {base_url!r}")
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = "trainmon-client"
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+
+    # --- transport ---
+
+    def request(self, method: str, path: str, *, json_body: Any = None, params: Mapping[str, Any] | None = None,
+                files: Any = None, data: Any = None, timeout: float | tuple[float, float] | None = None) -> Any:
+        """One call; the decoded JSON answer (None for 204). Raises ApiUnavailable or ApiError."""
+        url = f"{self.base_url}{path}"
+        body = None if json_body is None else json.dumps(json_body, allow_nan=False).encode()
+        headers = {"Content-Type": "application/json"} if body is not None else None
+        try:
+            response = self.session.request(method, url, data=body if body is not None else data, params=params,
+                                            files=files, headers=headers, timeout=timeout or self.timeout)
+        except requests.RequestException as error:  # refused, reset, timed out, cut off mid-answer
+            raise ApiUnavailable(f"{method} {url}: {error}") from error
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, _error_message(response), method, path)
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError as error:
+            raise ApiError(response.status_code, f"answer is not JSON: {response.text[:200]!r}", method,
+                           path) from error
+
+    def close(self) -> None:
+        self.session.close()
+
+    def heartbeat(self, run_id: str, timeout: float | tuple[float, float] | None = None) -> None:
+        self.request("POST", f"/api/runs/{quote_segment(run_id)}/heartbeat", json_body={}, timeout=timeout)
+
+    # --- reads ---
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/api/runs/{quote_segment(run_id)}")
+
+    def get_metric(self, run_id: str, key: str, **params: Any) -> Any:
+        return self.request("GET", f"/api/runs/{quote_segment(run_id)}/metrics/{quote_segment(key)}", params=params)
+
+    def get_experiments(self, **params: Any) -> Any:
+        return self.request("GET", "/api/experiments", params=params)
+
+    def get_experiment(self, experiment_id: int | str) -> Any:
+        return self.request("GET", f"/api/experiments/{quote_segment(str(experiment_id))}")
+
+    def compare(self, **params: Any) -> Any:
+        return self.request("GET", "/api/compare", params=params)
+
+
+def quote_segment(segment: str) -> str:
+    """One URL path segment (a run id or key may hold '/' or '?')."""
+    return quote(str(segment), safe="")
+
+
+def _error_message(response: requests.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300]
+    if isinstance(body, dict) and "detail" in body:
+        return json.dumps(body["detail"])[:500]
+    return json.dumps(body)[:500]

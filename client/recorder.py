@@ -1,0 +1,218 @@
+"""``RunRecorder``: the metadata side of one monitor: run registration, the shipper and spool, final status.
+
+Public SDK methods (params, tags, notes, logs, checkpoints, images, histograms, graphs, compare) live in
+`trainmon.client.methods`; each builds a typed record (`trainmon.client.records`) and hands it to `submit`.
+
+DDP: every rank creates/joins the shared run and logs points (rank N > 0 under ``<key>_rank<N>``) and log
+lines (prefixed ``[rank N]``); params, tags, notes and checkpoint registration are rank 0's only (other ranks'
+records are ignored, but ``save_checkpoint`` still writes the file it is asked for); the final status is rank
+0's, except FAILED, which any rank reports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from trainmon.common.statuses import final_status
+from trainmon.common.wire import Point, json_safe
+
+from .api_client import ApiClient
+from .config import ClientConfig, default_spool_dir
+from .delivery import Outcome, deliver
+from .records import Record, RegisterRun, SetStatus
+from .shipper import Shipper
+from .spool import Spool, SpoolLocked
+
+log = logging.getLogger("trainmon.client")
+
+REGISTRATION_TIMEOUT = (1.0, 3.0)
+
+
+def resolve_run_id(run_id: str | None, resume: str | bool | None) -> str | None:
+    """``resume="<run_id>"`` continues that run; otherwise the monitor's own run id."""
+    return resume if isinstance(resume, str) and resume else run_id
+
+
+class RunRecorder:
+    """The metadata side of one monitor: run lifecycle, records and points through the shipper."""
+
+    def __init__(self, config: ClientConfig, *, experiment: str, run_id: str, project: str | None = None,
+                 rank: int = 0, world_size: int = 1, host: str | None = None, exporter_url: str | None = None,
+                 on_drop: Callable[[str, int], None] | None = None,
+                 on_checkpoint: Callable[[], None] | None = None):
+        self.config = config
+        self.experiment = experiment
+        self.project = project
+        self.run_id = run_id
+        self.rank = rank
+        self.world_size = world_size
+        self.experiment_id: int | None = None
+        self.on_checkpoint = on_checkpoint
+        self.params: dict[str, Any] = {}
+        self.shipper: Shipper | None = None
+        self.client: ApiClient | None = None
+        self._finished = False
+        online = config.mode == "online" and bool(config.api_url)
+        if config.mode == "online" and not config.api_url:
+            log.info("trainmon: no metadata API configured (api_url / TRAINMON_API_URL): Prometheus-only")
+        if not online and config.mode != "offline":
+            return
+        self.params = dict(json_safe(config.params or {}))
+        body = json_safe(self._run_body(host, exporter_url))
+        registration = RegisterRun(run_id, body)
+        registered = False
+        if online:
+            self.client = ApiClient(str(config.api_url), config.api_token)
+            registered = self._register_now(registration)
+            if registered is None:
+                return
+        try:
+            spool = _open_spool(config, run_id, rank, experiment, body)
+        except OSError as error:  # never stop the trainer: run without the metadata side, loudly
+            log.warning("trainmon: cannot open a spool under %s (%s); metadata recording is OFF for this run",
+                        config.spool_dir or default_spool_dir(), error)
+            self._close_client()
+            return
+        self.shipper = Shipper(self.client, spool, run_id, batch_points=config.batch_points,
+                               batch_interval=config.batch_interval, queue_points=config.queue_points,
+                               heartbeat_interval=config.heartbeat_interval, on_drop=on_drop, run_body=body)
+        if not registered:
+            self.shipper.offer(registration)
+
+    def _run_body(self, host: str | None, exporter_url: str | None) -> dict[str, Any]:
+        config = self.config
+        body = {
+            "experiment": self.experiment, "project": self.project, "run_id": self.run_id,
+            "host": host or socket.gethostname(), "pid": os.getpid(), "command": " ".join(sys.argv)[:65_536],
+            "git_commit": _git_commit(), "rank": self.rank, "world_size": self.world_size,
+            "exporter_url": exporter_url,
+            "params": dict(self.params) or None,  # a copy: log_params updates self.params later
+            "tags": {str(k): str(v) for k, v in (config.tags or {}).items()} or None,
+        }  # no project: the token's (or the default)
+        return {key: value for key, value in body.items() if value is not None}
+
+    def _register_now(self, registration: RegisterRun) -> bool | None:
+        """Create (or join) the run with a short timeout, to learn the experiment id. False: queue it (API
+        unreachable, slow, 5xx, 401/403); None: the API refuses this run for good (metadata recording off)."""
+        assert self.client is not None
+        previous, self.client.timeout = self.client.timeout, REGISTRATION_TIMEOUT
+        try:
+            result = deliver(self.client, registration)
+        finally:
+            self.client.timeout = previous
+        if result.outcome is Outcome.DELIVERED:
+            answer = result.answer
+            self.experiment_id = answer.get("experiment_id") if isinstance(answer, dict) else None
+            return True
+        if result.outcome is Outcome.REJECTED:
+            log.error("trainmon: the metadata API rejected run %s (%s); metadata recording is OFF for this run "
+                      "(Prometheus metrics are not affected)", self.run_id, result.error)
+            self._close_client()
+            return None
+        log.warning("trainmon: cannot register run %s now (%s); it is queued and spooled", self.run_id, result.error)
+        return False
+
+    def _close_client(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        self.client = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.shipper is not None
+
+    # --- what the public methods hand over ---
+
+    def offer_points(self, points: list[Point]) -> None:
+        """The drain's sink. Rank N > 0 stores its points under ``<key>_rank<N>`` (the API keeps one value per
+        run, key and step: ranks logging the same key would overwrite each other)."""
+        if self.shipper is None:
+            return
+        if self.rank:
+            suffix = f"_rank{self.rank}"
+            points = [(key + suffix, step, value, wall) for key, step, value, wall in points]
+        self.shipper.offer_points(points)
+
+    def offer_log_line(self, line: dict[str, Any]) -> None:
+        if self.shipper is not None:
+            self.shipper.offer_log_line(line)
+
+    def submit(self, record: Record) -> bool:
+        """Queue a record for delivery; False (ignored) when recording is off, finished, or the record is rank 0's
+        and this is another rank."""
+        if record.rank0_only and self.rank != 0:
+            log.debug("trainmon: rank %d: params, tags, notes and checkpoints are recorded by rank 0", self.rank)
+            return False
+        if self.shipper is None or self._finished:
+            return False
+        self.shipper.offer(record)
+        return True
+
+    def experiment_dir(self) -> Path:
+        """``<checkpoint_root>/<experiment_id>`` (the experiment's name until the API told its id)."""
+        label = str(self.experiment_id) if self.experiment_id is not None else dir_label(self.experiment)
+        return Path(self.config.checkpoint_root).absolute() / label
+
+    def api(self) -> ApiClient:
+        """A client for reads (the recorder's own, or a new one from the settings)."""
+        if self.client is not None:
+            return self.client
+        if not self.config.api_url:
+            raise RuntimeError("this needs the metadata API (api_url / TRAINMON_API_URL)")
+        return ApiClient(str(self.config.api_url), self.config.api_token)
+
+    # --- lifecycle ---
+
+    def flush(self, timeout: float = 30.0, deliver: bool = True) -> bool:
+        """Wait until what was handed over so far is delivered (or, ``deliver=False``, delivered or spooled)."""
+        return self.shipper is None or self.shipper.flush(timeout, deliver)
+
+    def finish(self, status: str = "COMPLETED", timeout: float | None = None) -> bool:
+        """Flush (bounded by ``timeout``, default ``flush_timeout``), set the final status, close. Idempotent.
+
+        True when everything reached the API (or, offline, the spool)."""
+        status = final_status(status)
+        if self._finished or self.shipper is None:
+            self._finished = True
+            return True
+        self._finished = True
+        if self.rank == 0 or status != "COMPLETED":
+            self.shipper.offer(SetStatus(self.run_id, status))
+        delivered = self.shipper.close(self.config.flush_timeout if timeout is None else timeout)
+        return delivered or self.config.mode == "offline"
+
+
+def _open_spool(config: ClientConfig, run_id: str, rank: int, experiment: str, run_body: dict[str, Any]) -> Spool:
+    root = Path(config.spool_dir) if config.spool_dir else default_spool_dir()
+    meta = {"api_url": config.api_url, "run_id": run_id, "rank": rank, "experiment": experiment,
+            "created": time.time(), "run": run_body}
+    name = f"{dir_label(run_id)}-rank{rank}"
+    try:
+        return Spool(root / name, max_bytes=config.spool_max_bytes, meta=meta)
+    except SpoolLocked:
+        return Spool(root / f"{name}-{os.getpid()}-{uuid.uuid4().hex[:6]}", max_bytes=config.spool_max_bytes,
+                     meta=meta)
+
+
+def dir_label(text: str) -> str:
+    """`text` as a safe folder name."""
+    label = "".join(c if c.isalnum() or c in "_.=-" else "_" for c in str(text)).strip("._")
+    return label or "run"
+
+
+def _git_commit() -> str | None:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=2)
+        if result.returncode == 0:
+            return result.stdout.strip()[:64] or None
+    return None

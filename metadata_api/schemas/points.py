@@ -1,0 +1,86 @@
+"""Bodies of metric points: the ingest batch, an experiment's points, one series, a comparison of series."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, Strict
+from trainmon.common.wire import NONFINITE_JSON
+from typing_extensions import NotRequired, TypedDict
+
+from ..models import NAME_LENGTH
+from .base import BatchId, MetricValue, Page
+
+#: the strings that stand for non-finite values on the wire ("NaN", "Infinity", "-Infinity")
+NonFinite = Literal[tuple(NONFINITE_JSON)]  # type: ignore[valid-type]
+
+
+class PointIn(TypedDict):
+    """One point as sent. A TypedDict validated entirely inside pydantic-core (no model instance, no Python
+    callback per point: the ingest hot path); the route normalises `key` once per distinct key and maps the
+    non-finite strings to floats."""
+
+    key: Annotated[str, Field(min_length=1, max_length=NAME_LENGTH)]
+    step: Annotated[int, Field(ge=0, le=2**62)]
+    value: Annotated[Annotated[float, Strict()] | NonFinite,
+                     Field(union_mode="left_to_right",
+                           description='a number, or "NaN", "Infinity", "-Infinity"')]
+    wall_time: NotRequired[Annotated[float | None, Field(ge=0, allow_inf_nan=False,
+                                                         description="unix seconds; default: server time")]]
+
+
+class MetricBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    batch_id: BatchId
+    points: list[PointIn] = Field(min_length=1)
+
+
+class PointOut(BaseModel):
+    run_id: str
+    key: str
+    step: int
+    value: MetricValue
+    wall_time: float
+
+
+class ExperimentMetrics(Page[PointOut]):
+    experiment_id: int
+    keys: list[str]
+
+
+class SeriesPointOut(BaseModel):
+    step: int
+    value: MetricValue
+    wall_time: float
+
+
+class SeriesOut(BaseModel):
+    run_id: str
+    key: str
+    reduced: bool
+    points: list[SeriesPointOut]
+    next_after_step: int | None
+
+
+class AlignedPoint(BaseModel):
+    x: float
+    step: int
+    value: MetricValue
+    wall_time: float
+
+
+class ComparedSeries(BaseModel):
+    run_id: str
+    experiment_id: int
+    experiment: str
+    key: str
+    reduced: bool
+    points: list[AlignedPoint]
+
+
+class Comparison(BaseModel):
+    align: Literal["step", "time"]
+    keys: list[str]
+    runs: list[str]
+    series: list[ComparedSeries]

@@ -1,0 +1,80 @@
+"""Bodies of runs: create (or join/resume), read, status changes, heartbeats, params, tags."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..models import NAME_LENGTH, RunStatus
+from .base import JsonObject, Name, RunId, TagKey, TagValue
+
+
+class RunCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    experiment: Name
+    project: Name | None = None
+    run_id: RunId | None = None
+    host: str | None = Field(None, max_length=NAME_LENGTH)
+    pid: int | None = Field(None, ge=0)
+    command: str | None = Field(None, max_length=65_536)
+    git_commit: str | None = Field(None, max_length=64)
+    rank: int | None = Field(None, ge=0)
+    world_size: int | None = Field(None, ge=1)
+    exporter_url: str | None = Field(None, max_length=1024, pattern=r"^https?://[^\s/]+(/\S*)?$")
+    params: JsonObject | None = None
+    tags: dict[TagKey, TagValue] | None = None
+
+
+class EndpointOut(BaseModel):
+    """One rank's exporter endpoint (what `/api/sd` gives Prometheus)."""
+
+    rank: int
+    url: str
+    host: str | None
+    updated_at: datetime
+
+
+class RunOut(BaseModel):
+    run_id: str
+    experiment_id: int
+    experiment: str
+    project: str
+    status: RunStatus
+    start_time: datetime
+    end_time: datetime | None
+    last_heartbeat: datetime
+    host: str | None
+    pid: int | None
+    command: str | None
+    git_commit: str | None
+    rank: int | None
+    world_size: int | None
+    exporter_url: str | None = Field(description="rank 0's exporter endpoint, or the first one registered")
+    endpoints: list[EndpointOut] = Field(description="every rank's exporter endpoint, in rank order")
+    params: dict[str, Any]
+    tags: dict[str, str]
+
+
+class StatusChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: RunStatus
+
+
+class Heartbeat(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ParamsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    params: JsonObject
+
+
+class TagsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tags: dict[TagKey, TagValue]
