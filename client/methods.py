@@ -91,8 +91,10 @@ class RunMethods:
         Without a path, the run's log says which checkpoint was saved at which step."""
         if path is None:
             self._count_checkpoint()
-            if name is not None or step is not None:
-                self.log_text(f"checkpoint {name or ''} saved at step {step} epoch {epoch}".replace("  ", " "))
+            where = [f"{label} {value}" for label, value in (("step", step), ("epoch", epoch)) if value is not None]
+            if name is not None or where:
+                self.log_text(" ".join(["checkpoint", *([name] if name else []), "saved", *(["at"] if where else []),
+                                        ", ".join(where)]).strip())
             return
         file = Path(path)
         if not file.is_file():

@@ -43,7 +43,7 @@ import requests
 from trainmon.exporter import TrainingMonitor
 
 from devtools import REPO
-from devtools.procs import ManagedProcess, api_environment, free_port, http_ok
+from devtools.procs import API_COMMAND, ManagedProcess, api_environment, free_port, http_ok
 
 DEMO_CONFIG = REPO / "prometheus" / "prometheus.demo.yml"
 FALLBACK_CONFIG = """global: {scrape_interval: 2s, scrape_timeout: 2s, evaluation_interval: 2s}
@@ -118,31 +118,24 @@ class Servers:
         port = free_port()
         data_dir = self.data_dir.resolve()
         env = api_environment(f"sqlite:///{data_dir / 'trainmon.db'}", data_dir, port)
-        url = f"http://127.0.0.1:{port}"
-        if self._spawn("metadata API", [sys.executable, "-m", "trainmon.metadata_api", "--port", str(port)],
-                       f"{url}/readyz", env=env):
-            self.api_url = url
+        self.api_url = self._spawn("metadata API", port, [*API_COMMAND, "--port", str(port)], "/readyz", env=env)
 
     def start_pushgateway(self) -> None:
-        binary = shutil.which("prometheus-pushgateway") or shutil.which("pushgateway")
-        if not binary:
-            print("demo: no prometheus-pushgateway binary; skipping the Pushgateway (apt install "
-                  "prometheus-pushgateway)")
-            return
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        if self._spawn("pushgateway", [binary, f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
-                                       f"--persistence.file={self.workdir / 'pushgateway.data'}"], f"{url}/-/ready"):
-            self.pushgateway_url = url
+        binary = _which("prometheus-pushgateway", "pushgateway",
+                        missing="skipping the Pushgateway (apt install prometheus-pushgateway)")
+        if binary:
+            port = free_port()
+            self.pushgateway_url = self._spawn("pushgateway", port, [
+                binary, f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
+                f"--persistence.file={self.workdir / 'pushgateway.data'}"])
 
     def start_alertmanager(self) -> None:
         """Alertmanager with alertmanager/render.py's config (only with the API: the rules come with it)."""
-        binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+        binary = _which("prometheus-alertmanager", "alertmanager",
+                        missing="alerts are evaluated but not routed (apt install prometheus-alertmanager)")
         if not binary:
-            print("demo: no prometheus-alertmanager binary; alerts are evaluated but not routed "
-                  "(apt install prometheus-alertmanager)")
             return
-        from devtools.stack_render import alertmanager_renderer  # noqa: PLC0415 - needs the source tree and PyYAML
+        from devtools.stack_render import alertmanager_renderer  # noqa: PLC0415 - needs PyYAML
 
         config_dir = self.workdir / "alertmanager"
         try:
@@ -152,22 +145,19 @@ class Servers:
             print(f"demo: cannot render the Alertmanager config ({error}); skipping Alertmanager")
             return
         port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        if self._spawn("alertmanager", [binary, f"--config.file={config_dir / 'alertmanager.yml'}",
-                                        f"--storage.path={self.workdir / 'alertmanager-data'}",
-                                        f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
-                                        "--log.level=warn"], f"{url}/-/ready"):
-            self.alertmanager_url = url
+        self.alertmanager_url = self._spawn("alertmanager", port, [
+            binary, f"--config.file={config_dir / 'alertmanager.yml'}",
+            f"--storage.path={self.workdir / 'alertmanager-data'}", f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=", "--log.level=warn"])
 
     def start_prometheus(self, trainer_target: str) -> None:
         """With the API: the repository's prometheus.yml and rules, rendered for local servers (http_sd
         discovers the trainer). Without: prometheus.demo.yml scraping `trainer_target` directly."""
-        binary = shutil.which("prometheus")
+        binary = _which("prometheus", missing="the exporter still serves /metrics (apt install prometheus)")
         if not binary:
-            print("demo: no prometheus binary; the exporter still serves /metrics (apt install prometheus)")
             return
         if self.api_url:
-            from devtools.stack_render import render_prometheus_config  # noqa: PLC0415 - needs the source tree and PyYAML
+            from devtools.stack_render import render_prometheus_config  # noqa: PLC0415 - needs PyYAML
 
             config = render_prometheus_config(api_url=self.api_url, pushgateway_url=self.pushgateway_url,
                                               alertmanager_url=self.alertmanager_url, interval=INTERVAL)
@@ -178,12 +168,9 @@ class Servers:
                                                           PUSHGATEWAY_TARGETS=pushgateway)
         (self.workdir / "prometheus.yml").write_text(config)
         port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        if self._spawn("prometheus", [binary, f"--config.file={self.workdir / 'prometheus.yml'}",
-                                      f"--storage.tsdb.path={self.workdir / 'tsdb'}",
-                                      f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-                       f"{url}/-/ready"):
-            self.prometheus_url = url
+        self.prometheus_url = self._spawn("prometheus", port, [
+            binary, f"--config.file={self.workdir / 'prometheus.yml'}", f"--storage.tsdb.path={self.workdir / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"])
 
     @property
     def trainer_job(self) -> str:
@@ -210,18 +197,31 @@ class Servers:
         self.children.clear()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def _spawn(self, name: str, argv: Sequence[str], ready_url: str, env: Mapping[str, str] | None = None) -> bool:
+    def _spawn(self, name: str, port: int, argv: Sequence[str], ready_path: str = "/-/ready",
+               env: Mapping[str, str] | None = None) -> str | None:
+        """Start `argv` (listening on `port`); its base URL once `ready_path` answers 200, None when it did not."""
         child = ManagedProcess(argv, self.workdir / f"{name.replace(' ', '-')}.log", env=env, cwd=self.workdir,
                                die_with_parent=True)
         self.children.append(child)
         print(f"demo: started {name} (pid {child.pid})")
+        url = f"http://127.0.0.1:{port}"
         try:
-            child.wait_ready(http_ok(ready_url), timeout=60, what=f"{name} ready")
+            child.wait_ready(http_ok(f"{url}{ready_path}"), timeout=60, what=f"{name} ready")
         except (TimeoutError, RuntimeError):  # stopped by wait_ready
             print(f"demo: {name} did not become ready (exit code {child.proc.returncode}); its log ends:\n"
                   f"{child.log_tail(1500)}")
-            return False
-        return True
+            return None
+        return url
+
+
+def _which(*names: str, missing: str) -> str | None:
+    """The first of `names` on PATH; None, after printing `missing` (what the demo does without it), when none is."""
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return path
+    print(f"demo: no {names[0]} binary; {missing}")
+    return None
 
 
 def _installed(module: str) -> bool:

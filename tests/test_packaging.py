@@ -1,8 +1,10 @@
 """The `trainmon` distribution: a wheel built from the tree installs into a fresh venv and imports there.
 
-The wheel must hold every `.py` under exporter/ and metadata_api/ (a sub-package missing from `packages` in
-pyproject.toml is caught here); `from trainmon.exporter import TrainingMonitor` works from a directory outside
-the repository, both from the wheel and from the editable install the development venv uses.
+The wheel (`python -m build` of the whole checkout) must hold every `.py` under common/, exporter/, client/ and
+metadata_api/ (a sub-package missing from `packages` in pyproject.toml is caught here) and nothing of the
+repository's own tooling (devtools/: demo, stack renderer, NVML replay; tests/; bench/);
+`from trainmon.exporter import TrainingMonitor` works from a directory outside the repository, both from the
+wheel and from the editable install the development venv uses.
 """
 
 from __future__ import annotations
@@ -19,23 +21,24 @@ import pytest
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = {"exporter": "trainmon/exporter", "metadata_api": "trainmon/metadata_api"}
+PACKAGES = {"common": "trainmon/common", "exporter": "trainmon/exporter", "client": "trainmon/client",
+            "metadata_api": "trainmon/metadata_api"}
+NOT_SHIPPED = ("devtools", "tests", "bench", "nvml_replay", "demo.py", "stack_render", "procs.py", "conftest")
 IMPORT_CHECK = ("import trainmon.exporter as e; from trainmon.exporter import TrainingMonitor; "
                 "print(e.__file__)")
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A wheel built from a copy of the tree (the checkout is left untouched)."""
-    source = tmp_path_factory.mktemp("source")
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", "dist")
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy2(REPO / name, source / name)
-    for package in PACKAGES:
-        shutil.copytree(REPO / package, source / package, ignore=ignore)
+    """A wheel built by `python -m build` from a copy of the whole checkout (which is left untouched)."""
+    source = tmp_path_factory.mktemp("source") / "trainmon"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", "dist", ".venv", ".git",
+                                    "node_modules", "site", "demo-data", "experiments", ".ruff_cache",
+                                    ".pytest_cache")
+    shutil.copytree(REPO, source, ignore=ignore)
     out = tmp_path_factory.mktemp("wheel")
-    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                             "-w", str(out), str(source)], capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out),
+                             str(source)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     [built] = out.glob("trainmon-*.whl")
     return built
@@ -50,6 +53,13 @@ def test_wheel_holds_every_module(wheel: Path) -> None:
                and f"{target}/{path.relative_to(REPO / directory).as_posix()}" not in names]
     assert not missing, f"not in the wheel (add the sub-package to [tool.setuptools] packages): {missing}"
     assert not any(name.startswith("trainmon/__init__") for name in names)  # namespace package
+
+
+def test_wheel_ships_no_repository_tooling(wheel: Path) -> None:
+    names = [name for name in zipfile.ZipFile(wheel).namelist() if ".dist-info/" not in name]
+    assert all(name.startswith("trainmon/") for name in names), names
+    leaked = [name for name in names if any(part in name for part in NOT_SHIPPED)]
+    assert not leaked, f"repository tooling in the wheel: {leaked}"
 
 
 def test_wheel_installs_in_a_fresh_venv_and_imports_outside_the_repo(wheel: Path, tmp_path: Path) -> None:

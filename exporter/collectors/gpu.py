@@ -30,7 +30,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,122 +40,22 @@ from prometheus_client.core import Metric
 
 from .base import SampledCollector
 from .families import Families
+from .gpu_catalog import (
+    CLOCK_EVENT_REASONS,
+    FAST_FIELDS,
+    GPM_SERIES,
+    PERMANENT_ERRORS,
+    PERMANENT_GPM_ERRORS,
+    SLOW_FIELDS,
+    GpmSeries,
+    percent,
+)
+from .gpu_devices import GpuUnavailable, devices_for_rank, visible_devices
 from .nvml_source import NvmlSource, NvmlSourceProtocol
 
 log = logging.getLogger("trainmon.exporter")
 
-MIB = 1024 * 1024
-
-#: NVML errors that mean "this card will never answer this": remembered, never retried.
-PERMANENT_ERRORS = frozenset({pynvml.NVML_ERROR_NOT_SUPPORTED, pynvml.NVML_ERROR_NO_PERMISSION,
-                              pynvml.NVML_ERROR_FUNCTION_NOT_FOUND})
-#: GPM answers INVALID_ARGUMENT for metric ids this card or driver does not know.
-PERMANENT_GPM_ERRORS = PERMANENT_ERRORS | {pynvml.NVML_ERROR_INVALID_ARGUMENT}
-
-CLOCK_EVENT_REASONS: tuple[tuple[int, str], ...] = (
-    (pynvml.nvmlClocksEventReasonGpuIdle, "gpu_idle"),
-    (pynvml.nvmlClocksEventReasonApplicationsClocksSetting, "applications_clocks_setting"),
-    (pynvml.nvmlClocksEventReasonSwPowerCap, "sw_power_cap"),
-    (pynvml.nvmlClocksEventReasonHwSlowdown, "hw_slowdown"),
-    (pynvml.nvmlClocksEventReasonSyncBoost, "sync_boost"),
-    (pynvml.nvmlClocksEventReasonSwThermalSlowdown, "sw_thermal_slowdown"),
-    (pynvml.nvmlClocksEventReasonHwThermalSlowdown, "hw_thermal_slowdown"),
-    (pynvml.nvmlClocksEventReasonHwPowerBrakeSlowdown, "hw_power_brake_slowdown"),
-    (pynvml.nvmlClocksEventReasonDisplayClockSetting, "display_clock_setting"),
-)
-
-
-@dataclass(frozen=True)
-class GpmSeries:
-    """One GPM metric: where it goes and how NVML's unit becomes the base unit."""
-
-    metric_id: int
-    name: str
-    documentation: str
-    convert: Callable[[float], float]
-    labels: tuple[tuple[str, str], ...] = ()
-
-
-def _percent(value: float) -> float:
-    return value / 100.0
-
-
-def _mib(value: float) -> float:
-    return value * MIB
-
-
-_PIPE_DOC = "Fraction of time the non-tensor FP pipe was active (GPM FP16/32/64_UTIL)."
-_PCIE_DOC = "PCIe traffic in bytes per second (GPM PCIE_TX/RX_PER_SEC; tx = from the GPU)."
-_NVLINK_DOC = "NVLink traffic over all links in bytes per second (GPM NVLINK_TOTAL_TX/RX_PER_SEC)."
-_FP = "trainmon_gpu_pipe_active_ratio"
-_PCIE = "trainmon_gpu_pcie_bytes_per_second"
-_NVLINK = "trainmon_gpu_nvlink_bytes_per_second"
-GPM_SERIES: tuple[GpmSeries, ...] = (
-    GpmSeries(pynvml.NVML_GPM_METRIC_SM_UTIL, "trainmon_gpu_sm_active_ratio",
-              "Fraction of SMs busy (GPM SM_UTIL).", _percent),
-    GpmSeries(pynvml.NVML_GPM_METRIC_SM_OCCUPANCY, "trainmon_gpu_sm_occupancy_ratio",
-              "Resident warps over the theoretical maximum (GPM SM_OCCUPANCY).", _percent),
-    GpmSeries(pynvml.NVML_GPM_METRIC_ANY_TENSOR_UTIL, "trainmon_gpu_tensor_active_ratio",
-              "Fraction of time any tensor pipe was active (GPM ANY_TENSOR_UTIL).", _percent),
-    GpmSeries(pynvml.NVML_GPM_METRIC_DRAM_BW_UTIL, "trainmon_gpu_dram_active_ratio",
-              "DRAM bandwidth used over the theoretical maximum (GPM DRAM_BW_UTIL).", _percent),
-    GpmSeries(pynvml.NVML_GPM_METRIC_FP16_UTIL, _FP, _PIPE_DOC, _percent, (("pipe", "fp16"),)),
-    GpmSeries(pynvml.NVML_GPM_METRIC_FP32_UTIL, _FP, _PIPE_DOC, _percent, (("pipe", "fp32"),)),
-    GpmSeries(pynvml.NVML_GPM_METRIC_FP64_UTIL, _FP, _PIPE_DOC, _percent, (("pipe", "fp64"),)),
-    GpmSeries(pynvml.NVML_GPM_METRIC_PCIE_TX_PER_SEC, _PCIE, _PCIE_DOC, _mib, (("direction", "tx"),)),
-    GpmSeries(pynvml.NVML_GPM_METRIC_PCIE_RX_PER_SEC, _PCIE, _PCIE_DOC, _mib, (("direction", "rx"),)),
-    GpmSeries(pynvml.NVML_GPM_METRIC_NVLINK_TOTAL_TX_PER_SEC, _NVLINK, _NVLINK_DOC, _mib, (("direction", "tx"),)),
-    GpmSeries(pynvml.NVML_GPM_METRIC_NVLINK_TOTAL_RX_PER_SEC, _NVLINK, _NVLINK_DOC, _mib, (("direction", "rx"),)),
-)
-
-FAST_FIELDS = (pynvml.NVML_FI_DEV_MEMORY_TEMP,)
-SLOW_FIELDS = (pynvml.NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION, pynvml.NVML_FI_DEV_PCIE_REPLAY_COUNTER)
-
-
-class GpuUnavailable(Exception):
-    """Why this process reports no GPU (logged once); `by_design` when that is the rule, not a fault."""
-
-    def __init__(self, reason: str, by_design: bool = False):
-        super().__init__(reason)
-        self.by_design = by_design
-
-
-def visible_devices(cuda_visible_devices: str | None, uuids: Sequence[str]) -> list[int]:
-    """NVML indices of the devices a CUDA process sees, in CUDA order.
-
-    `None` (unset) means all. Entries are indices or `GPU-` UUID prefixes; as in CUDA, the list ends at the first
-    entry that matches no device. Index entries assume CUDA's order equals NVML's (PCI bus order; set
-    `CUDA_DEVICE_ORDER=PCI_BUS_ID` on mixed-model nodes). MIG instances raise `GpuUnavailable`.
-    """
-    if cuda_visible_devices is None:
-        return list(range(len(uuids)))
-    chosen: list[int] = []
-    for token in (part.strip() for part in cuda_visible_devices.split(",")):
-        if token.startswith("MIG-"):
-            raise GpuUnavailable("CUDA_VISIBLE_DEVICES names MIG instances; MIG devices are not monitored")
-        if token.lstrip("-").isdigit():
-            index = int(token)
-            found = index if 0 <= index < len(uuids) else None
-        else:
-            matches = [i for i, uuid in enumerate(uuids) if token and uuid.startswith(token)]
-            found = matches[0] if len(matches) == 1 else None
-        if found is None:
-            break
-        if found not in chosen:
-            chosen.append(found)
-    return chosen
-
-
-def devices_for_rank(visible: Sequence[int], local_rank: int, local_world_size: int) -> list[int]:
-    """The visible devices this process reports (see the module docstring for the rule)."""
-    if local_world_size <= 1:
-        return list(visible)
-    if len(visible) == 1:
-        return list(visible)
-    if 0 <= local_rank < len(visible):
-        return [visible[local_rank]]
-    return []
-
+__all__ = ["GpuCollector", "GpuUnavailable", "devices_for_rank", "visible_devices"]
 
 @dataclass
 class _Device:
@@ -405,10 +305,10 @@ class GpuCollector(SampledCollector):
         if utilization is not None:
             out.gauge("trainmon_gpu_utilization_ratio",
                       "Fraction of time a kernel ran (NVML utilization.gpu; 1 even for a one-thread kernel).",
-                      _percent(utilization[0]), labels)
+                      percent(utilization[0]), labels)
             out.gauge("trainmon_gpu_memory_utilization_ratio",
                       "Fraction of time device memory was read or written (NVML utilization.memory).",
-                      _percent(utilization[1]), labels)
+                      percent(utilization[1]), labels)
         memory = self._read(device, "memory", self.source.memory)
         if memory is not None:
             total, free, used = memory

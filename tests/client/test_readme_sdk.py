@@ -1,32 +1,30 @@
-"""README's "Using the SDK" example runs as written against the real metadata API."""
+"""The SDK example of docs/sdk.md ("Recording the whole run") runs as written against the real metadata API."""
 
 from __future__ import annotations
 
 import importlib.util
-import re
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from apiserver import REPO, ApiServer, python_env, require_torch
+from apiserver import ApiServer, python_env, require_torch
+from support.docs import code_blocks, docs_page, section
 
 pytestmark = pytest.mark.integration
 
 
-def readme_sdk_example() -> str:
-    text = (REPO / "README.md").read_text()
-    section = text[text.index("## Using the SDK"):]
-    match = re.search(r"```python\n(.*?)```", section, re.S)
-    assert match, "README's 'Using the SDK' section has no python example"
-    return match.group(1)
+def docs_sdk_example() -> str:
+    blocks = code_blocks(section(docs_page("sdk"), "Recording the whole run"), "python")
+    assert blocks, "docs/sdk.md's 'Recording the whole run' section has no python example"
+    return blocks[0]
 
 
-def test_readme_sdk_example_runs_as_written(tmp_path: Path, api_server: ApiServer) -> None:
+def test_docs_sdk_example_runs_as_written(tmp_path: Path, api_server: ApiServer) -> None:
     require_torch()
     script = tmp_path / "train.py"
-    script.write_text(readme_sdk_example())
+    script.write_text(docs_sdk_example())
     env = python_env(TRAINMON_API_URL=api_server.url, TRAINMON_PORT="0", TRAINMON_GPU="false",
                      TRAINMON_SPOOL_DIR=str(tmp_path / "spool"))
     result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,

@@ -212,3 +212,31 @@ def test_graph_is_also_exported_to_onnx_when_onnx_is_installed(workdir: Path) ->
     assert [node.op_type for node in proto.graph.node] == ["Gemm", "Relu"]
     registered = [r for r in spooled(workdir) if r["op"] == "artifact" and r["name"] == "Sequential.onnx"]
     assert registered and registered[0]["kind"] == "file" and Path(registered[0]["path"]) == exported
+
+
+def test_log_checkpoint_registers_a_file_the_trainer_saved_itself(workdir: Path) -> None:
+    monitor = offline_monitor(workdir)
+    saved = workdir / "mine.ckpt"
+    saved.write_bytes(b"weights" * 100)
+    monitor.log_checkpoint("best", step=40, epoch=2, path=saved, metrics={"val_loss": 0.5})
+    monitor.log_checkpoint("elsewhere", step=41)  # no file here: counted, and the run's log says so
+    with pytest.raises(FileNotFoundError):
+        monitor.log_checkpoint("ghost", path=workdir / "missing.ckpt")
+    assert monitor.training.checkpoints_total == 2  # trainmon_checkpoints_total
+    monitor.finish()
+    records = spooled(workdir)
+    [body] = [record["body"] for record in records if record["op"] == "checkpoint"]
+    assert body["name"] == "best" and body["step"] == 40 and body["epoch"] == 2
+    assert body["sha256"] == hashlib.sha256(saved.read_bytes()).hexdigest() and body["size_bytes"] == 700
+    assert body["metrics"] == {"val_loss": 0.5} and body["uri"] == saved.resolve().as_uri()
+    lines = [line["message"] for record in records if record["op"] == "logs" for line in record["lines"]]
+    assert any("elsewhere" in line and "41" in line for line in lines)
+
+
+def test_log_graph_keeps_the_name_it_is_given(workdir: Path) -> None:
+    torch = require_torch()
+    monitor = offline_monitor(workdir)
+    monitor.log_graph(torch.nn.Linear(2, 3), name="encoder")
+    monitor.finish()
+    names = [record["name"] for record in spooled(workdir) if record["op"] == "artifact"]
+    assert "encoder.graph.json" in names

@@ -1,4 +1,4 @@
-"""Metric key normalisation (the mapping documented in README.md, 'Metric names')."""
+"""Metric key normalisation (the mapping documented in docs/metrics.md, "Metric names")."""
 
 from __future__ import annotations
 

@@ -168,7 +168,7 @@ def test_config_precedence_and_errors() -> None:
         resolve_config({}, port=70000)
     with pytest.raises(ValueError, match="sample_interval"):
         resolve_config({}, sample_interval=0)
-    assert DEFAULT_BASE_PORT == 9441  # documented in README.md
+    assert DEFAULT_BASE_PORT == 9441  # documented in docs/sdk.md
 
 
 def test_context_manager_statuses_finish_idempotent_and_server_stops() -> None:

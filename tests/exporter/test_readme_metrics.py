@@ -1,4 +1,4 @@
-"""README.md's metrics reference table matches what a real exporter emits: names, types and labels.
+"""The metrics reference table (docs/metrics.md) matches what a real exporter emits: names, types and labels.
 
 The exporter runs with every collector: training (steps, epoch, samples, tokens, checkpoint), health, system and
 process from the real psutil, GPU from the replayed H200 NVML fixture (when the shared fixture is present).
@@ -8,33 +8,28 @@ Every emitted family must be documented; every documented one must be emitted, e
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Callable
-from pathlib import Path
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+from support.docs import code_spans, docs_page, section, table
 from support.exporter import full_monitor
 from support.procs import wait_until
 
-REPO = Path(__file__).resolve().parents[1]
 RUN_LABELS = {"experiment", "run_id", "rank"}
 # Documented but not emitted in this scenario, and why.
 NOT_EMITTED_HERE = {
     "trainmon_gpu_process_memory_used_bytes": "the replayed fixture lists the recording's process, not this pid",
 }
-ROW = re.compile(r"^\|\s*`(trainmon_[a-z0-9_]+)`\s*\|\s*(\w+)\s*\|([^|]*)\|")
 
 
 def documented() -> dict[str, tuple[str, frozenset[str]]]:
-    text = (REPO / "README.md").read_text()
-    section = text.split("## Metrics reference", 1)[1].split("\n## ", 1)[0]
     rows = {}
-    for line in section.splitlines():
-        if match := ROW.match(line):
-            name, kind, labels = match.groups()
-            assert name not in rows, f"{name} documented twice"
-            rows[name] = (kind, frozenset(label.strip() for label in labels.split(",") if label.strip()))
+    for row in table(section(docs_page("metrics"), "Reference table")):
+        (name,) = code_spans(row["name"])
+        assert name not in rows, f"{name} documented twice"
+        labels = row["labels"]
+        rows[name] = (row["type"], frozenset(label.strip() for label in labels.split(",") if label.strip()))
     assert len(rows) > 40, "the metrics table was not found or not parsed"
     return rows
 
@@ -66,7 +61,7 @@ def emitted(wanted: Callable[[bool], set[str]]) -> tuple[dict[str, tuple[str, fr
     return dict(box), monitor.config.gpu
 
 
-def test_readme_table_matches_the_exporter() -> None:
+def test_metrics_reference_table_matches_the_exporter() -> None:
     docs = documented()
 
     def wanted(with_gpu: bool) -> set[str]:
@@ -75,8 +70,8 @@ def test_readme_table_matches_the_exporter() -> None:
 
     real, with_gpu = emitted(wanted)
     undocumented = sorted(set(real) - set(docs))
-    assert not undocumented, f"emitted but missing from README.md's metrics table: {undocumented}"
-    mismatched = {name: {"README": docs[name], "emitted": real[name]} for name in real if docs[name] != real[name]}
+    assert not undocumented, f"emitted but missing from docs/metrics.md's table: {undocumented}"
+    mismatched = {name: {"documented": docs[name], "emitted": real[name]} for name in real if docs[name] != real[name]}
     assert not mismatched, f"type or labels differ: {mismatched}"
     missing = sorted(wanted(with_gpu) - set(real))
-    assert not missing, f"documented in README.md but not emitted: {missing}"
+    assert not missing, f"documented in docs/metrics.md but not emitted: {missing}"

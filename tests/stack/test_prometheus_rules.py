@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 
 import pytest
 from repo_files import PROMETHEUS_DIR, RULE_TESTS_DIR, RULES_DIR, alerting_rules, load_yaml, rule_groups
+from support.docs import docs_page, headings
 from support.procs import require_binary
 
 # The alerts issue 5 asks for; each must exist, and nothing else may appear unannounced.
@@ -70,7 +70,7 @@ def test_alert_has_for_severity_team_and_run_naming_annotations(rule: dict) -> N
     assert rule["labels"]["severity"] in {"critical", "warning"}
     assert rule["labels"]["team"] in {"training", "platform"}
     annotations = rule["annotations"]
-    assert annotations["runbook_url"] == f"README.md#{rule['alert'].lower()}"
+    assert annotations["runbook_url"] == f"docs/runbook.md#{rule['alert'].lower()}"
     if "run_id" in annotations["summary"] or rule["alert"] not in {"TrainmonExporterAbsent", "TrainmonRunCrashed"}:
         for text in (annotations["summary"], annotations["description"]):
             assert "{{ $labels.run_id }}" in text, f"{rule['alert']} does not name the run"
@@ -89,8 +89,6 @@ def test_prometheus_yml_discovers_trainers_and_reads_pushgateway_with_honor_labe
     assert config["rule_files"] == ["rules/*.yml"]
 
 
-def test_readme_has_a_runbook_entry_for_every_alert_and_the_lifecycle_notification() -> None:
-    readme = (PROMETHEUS_DIR.parent / "README.md").read_text()
-    runbook = readme.split("### Runbook", 1)[1]
-    headings = set(re.findall(r"^#### (\w+)$", runbook, re.M))
-    assert EXPECTED_ALERTS | {"TrainmonRunLifecycle"} <= headings
+def test_the_runbook_has_a_section_for_every_alert_and_the_lifecycle_notification() -> None:
+    sections = {title for level, title in headings(docs_page("runbook")) if level == 2}
+    assert EXPECTED_ALERTS | {"TrainmonRunLifecycle"} <= sections

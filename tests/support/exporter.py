@@ -1,4 +1,4 @@
-"""A TrainingMonitor with every collector on, for tests that check the whole exposition (README table, promtool)."""
+"""A TrainingMonitor with every collector on, for tests that check the whole exposition (docs/metrics.md, promtool)."""
 
 from __future__ import annotations
 
