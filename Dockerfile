@@ -1,5 +1,5 @@
 # The trainmon metadata API (and the Alertmanager config renderer docker-compose.yml runs before Alertmanager).
-# Build: docker build -t trainmon-api .   Run: docker compose up (see README, "The stack").
+# Build: docker build -t trainmon-api .   Run: docker compose up (see docs/stack.md).
 FROM python:3.12.7-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

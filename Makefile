@@ -23,7 +23,7 @@ venv: $(STAMP)
 
 # The main job on embedded defaults: the metadata API on SQLite (./demo-data), a simulated trainer shipping to
 # it, Prometheus discovering it via /api/sd with the repo's rules, Alertmanager; Ctrl-C finishes the run and stops all.
-demo: $(STAMP)
+demo: system-packages $(STAMP)
 	$(PY) -m devtools.demo
 
 # Installs the Debian packages above when one of their binaries is missing (root, or sudo when present).

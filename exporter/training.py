@@ -281,7 +281,7 @@ class TrainingCollector:
                 raise ValueError(f"step must be an int or None, got {step!r}") from None
         for raw, value in metrics.items():
             if normalize_key(raw) is None:
-                raise ValueError(f"metric name {raw!r} cannot be normalised to a usable key (see README, "
+                raise ValueError(f"metric name {raw!r} cannot be normalised to a usable key (see docs/metrics.md, "
                                  f"'Metric names')")
             if coerce_value(value) is None:
                 raise ValueError(f"value {_short(value)!r} of metric {raw!r} is not a real number")

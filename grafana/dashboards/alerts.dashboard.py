@@ -8,7 +8,7 @@ dashboard = dashboard(
     uid="trainmon-alerts",
     title="Alerts",
     description="Firing and pending trainmon alerts of the selected runs (Prometheus ALERTS series). The runbook "
-                "for each alert is in the README, section 'The stack'.",
+                "for each alert is in docs/runbook.md.",
     variables=[experiment_variable(multi=True), run_variable(multi=True)],
     panels=[
         stat("Firing", prom(f'count({ALERTS[:-1]}, alertstate="firing"}}) or vector(0)', instant=True),

@@ -67,7 +67,7 @@ def lifecycle_alert(event: RunEvent, grafana_url: str, api_url: str, now: dateti
             "description": f"Run {event.run_id} of experiment {event.experiment} (project {event.project}){where} "
                            f"is now {event.status}. Details: {run_link}",
             "value": event.status,
-            "runbook_url": "README.md#trainmonrunlifecycle",
+            "runbook_url": "docs/runbook.md#trainmonrunlifecycle",
             "grafana_url": f"{grafana_url.rstrip('/')}/d/trainmon-overview/training-overview"
                            f"?var-experiment={quote(event.experiment)}&var-run_id={quote(event.run_id)}",
         },

@@ -146,3 +146,23 @@ def test_metric_batches_count_as_signs_of_life(make_api: Callable[..., TestClien
     batch = {"batch_id": "b", "points": [{"key": "loss", "step": 1, "value": 1.0}]}
     assert api.post("/api/runs/r/metrics", json=batch).status_code == 200
     assert api.get("/api/runs/r").json()["status"] == "RUNNING"
+
+
+def status_changes(api: TestClient) -> dict[str, float]:
+    """trainmon_api_run_status_changes_total by status, from the API's /metrics."""
+    prefix = "trainmon_api_run_status_changes_total{status=\""
+    return {line[len(prefix):].split('"')[0]: float(line.rsplit(" ", 1)[1])
+            for line in api.get("/metrics").text.splitlines() if line.startswith(prefix)}
+
+
+def test_every_committed_status_change_is_counted_once(api: TestClient) -> None:
+    start(api, "counted")  # a new run: RUNNING
+    start(api, "counted", rank=1)  # joining a RUNNING run changes nothing
+    assert api.post("/api/runs/counted/status", json={"status": "FAILED"}).status_code == 200
+    assert api.post("/api/runs/counted/status", json={"status": "FAILED"}).status_code == 200  # a no-op repeat
+    start(api, "counted")  # resumed: RUNNING again
+    assert api.post("/api/runs/counted/status", json={"status": "CRASHED"}).status_code == 200
+    assert api.post("/api/runs/counted/heartbeat").status_code == 204  # revived: RUNNING again
+    assert api.post("/api/runs/counted/status", json={"status": "COMPLETED"}).status_code == 200
+    assert api.post("/api/runs/counted/status", json={"status": "RUNNING"}).status_code == 409  # refused: not counted
+    assert status_changes(api) == {"RUNNING": 3.0, "COMPLETED": 1.0, "FAILED": 1.0, "CRASHED": 1.0}

@@ -7,6 +7,7 @@ import logging
 
 import pytest
 from fastapi.testclient import TestClient
+from trainmon.common.files import MAX_NAME_BYTES, NAME_RULE
 from trainmon.metadata_api.logging import JsonFormatter
 from trainmon.metadata_api.repositories import runs as run_repo
 
@@ -80,6 +81,18 @@ def test_bad_run_fields_are_422_naming_the_field(api: TestClient) -> None:
         response = api.post("/api/runs", json=body)
         assert response.status_code == 422, body
         assert [tuple(error["loc"]) for error in response.json()["detail"]] == [location]
+
+
+@pytest.mark.parametrize("name", [" padded", "a..b", "x" * (MAX_NAME_BYTES + 1), "é" * (MAX_NAME_BYTES // 2 + 1)])
+def test_experiment_and_project_names_follow_the_common_file_name_rule(api: TestClient, name: str) -> None:
+    for field in ("experiment", "project"):
+        response = api.post("/api/runs", json={"experiment": "e", "run_id": "named", field: name})
+        assert response.status_code == 422, (field, name)
+        assert [tuple(error["loc"]) for error in response.json()["detail"]] == [("body", field)]
+    longest = "é" * (MAX_NAME_BYTES // 2)
+    assert api.post("/api/runs", json={"experiment": longest, "project": longest}).status_code == 201
+    experiment = api.get("/openapi.json").json()["components"]["schemas"]["RunCreate"]["properties"]["experiment"]
+    assert experiment["maxLength"] == MAX_NAME_BYTES and experiment["description"] == NAME_RULE
 
 
 def test_unknown_run_is_404_naming_it(api: TestClient) -> None:
