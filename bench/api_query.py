@@ -98,7 +98,7 @@ def main() -> int:
     args = parser.parse_args()
     spike_step = int(args.points * 0.6180339)
     with tempfile.TemporaryDirectory(prefix="trainmon-bench-") as tmp, database(args.postgres, tmp) as url:
-        settings = Settings(_env_file=None, database_url=url, artifact_root=Path(tmp))
+        settings = Settings(_env_file=None, database_url=url, artifact_root=Path(tmp), allowed_hosts="testserver")
         app = create_app(settings)
         with TestClient(app) as client:
             client.post("/api/runs", json={"experiment": "bench", "run_id": RUN_ID}).raise_for_status()

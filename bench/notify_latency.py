@@ -31,7 +31,7 @@ def time_status_changes(runs: int, **settings: object) -> list[float]:
         folder = Path(tmp)
         app = create_app(Settings(_env_file=None, database_url=f"sqlite:///{folder / 'bench.db'}",
                                   artifact_root=folder, crash_check_interval_seconds=3600,
-                                  retention_interval_seconds=3600, **settings))
+                                  retention_interval_seconds=3600, allowed_hosts="testserver", **settings))
         with TestClient(app) as api:
             ids = [api.post("/api/runs", json={"experiment": "bench"}).json()["run_id"] for _ in range(runs)]
             for run_id in ids:

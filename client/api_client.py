@@ -8,7 +8,10 @@ Writes are typed records (`trainmon.client.records`), each sending itself throug
 
 from __future__ import annotations
 
+import email.utils
 import json
+import math
+import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
@@ -16,15 +19,19 @@ from urllib.parse import quote
 import requests
 
 DEFAULT_TIMEOUT = (3.05, 10.0)
+MAX_RETRY_AFTER = 600.0
 
 
 class ApiError(Exception):
-    """The API answered with an error status (``retryable`` for 408/425/429 and 5xx)."""
+    """The API answered with an error status (``retryable`` for 408/425/429 and 5xx); ``retry_after`` holds the
+    seconds of a ``Retry-After`` header (None without one)."""
 
-    def __init__(self, status: int, message: str, method: str = "", path: str = ""):
+    def __init__(self, status: int, message: str, method: str = "", path: str = "",
+                 retry_after: float | None = None):
         super().__init__(f"{method} {path} -> {status}: {message}".strip())
         self.status = status
         self.message = message
+        self.retry_after = retry_after
 
     @property
     def retryable(self) -> bool:
@@ -65,7 +72,8 @@ class ApiClient:
         except requests.RequestException as error:  # refused, reset, timed out, cut off mid-answer
             raise ApiUnavailable(f"{method} {url}: {error}") from error
         if response.status_code >= 400:
-            raise ApiError(response.status_code, _error_message(response), method, path)
+            raise ApiError(response.status_code, _error_message(response), method, path,
+                           retry_after_seconds(response.headers.get("Retry-After")))
         if response.status_code == 204 or not response.content:
             return None
         try:
@@ -73,6 +81,22 @@ class ApiClient:
         except ValueError as error:
             raise ApiError(response.status_code, f"answer is not JSON: {response.text[:200]!r}", method,
                            path) from error
+
+    def download(self, path: str, out: Any, timeout: float | tuple[float, float] = (3.05, 60.0)) -> int:
+        """Stream a file answer into ``out`` (a binary file); the number of bytes. Raises like `request`."""
+        url = f"{self.base_url}{path}"
+        try:
+            with self.session.get(url, stream=True, timeout=timeout) as response:
+                if response.status_code >= 400:
+                    raise ApiError(response.status_code, _error_message(response), "GET", path,
+                                   retry_after_seconds(response.headers.get("Retry-After")))
+                size = 0
+                for chunk in response.iter_content(1 << 20):
+                    out.write(chunk)
+                    size += len(chunk)
+                return size
+        except requests.RequestException as error:
+            raise ApiUnavailable(f"GET {url}: {error}") from error
 
     def close(self) -> None:
         self.session.close()
@@ -96,6 +120,21 @@ class ApiClient:
 
     def compare(self, **params: Any) -> Any:
         return self.request("GET", "/api/compare", params=params)
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """A ``Retry-After`` header (delta-seconds or an HTTP date) as seconds from now, capped at 10 minutes."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER) if math.isfinite(seconds) else None
 
 
 def quote_segment(segment: str) -> str:

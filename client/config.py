@@ -20,8 +20,8 @@ from .spool import DEFAULT_MAX_BYTES
 
 MODES = ("online", "offline", "disabled")
 #: settings resolved from arguments and TRAINMON_* variables (trainmon.common.settings.SETTINGS)
-RESOLVED = ("api_url", "api_token", "mode", "spool_dir", "checkpoint_root", "grafana_url", "flush_timeout",
-            "heartbeat_interval")
+RESOLVED = ("api_url", "api_token", "mode", "spool_dir", "checkpoint_root", "upload_checkpoints", "grafana_url",
+            "flush_timeout", "heartbeat_interval")
 
 
 def default_spool_dir() -> Path:
@@ -42,6 +42,7 @@ class ClientConfig:
     tags: Mapping[str, Any] | None = None
     resume: str | bool | None = None
     checkpoint_root: str | Path = "experiments"
+    upload_checkpoints: bool = True
     grafana_url: str = "http://127.0.0.1:3000"
     flush_timeout: float = 30.0
     heartbeat_interval: float = 5.0

@@ -17,8 +17,8 @@ from trainmon.common.files import sha256_file
 from trainmon.common.statuses import log_level
 from trainmon.common.wire import json_safe
 
-from . import artifacts, compare
-from .recorder import RunRecorder
+from . import artifacts, checkpoints, compare
+from .recorder import RunRecorder, dir_label
 from .records import AddNote, AddTags, PutParams, RegisterCheckpoint, UploadArtifact
 
 log = logging.getLogger("trainmon.client")
@@ -72,17 +72,30 @@ class RunMethods:
     def save_checkpoint(self, state: Any, epoch: int | None = None, step: int | None = None,
                         metrics: Mapping[str, Any] | None = None, name: str | None = None,
                         keep_last: int | None = None) -> Path:
-        """Write ``state`` atomically under ``<experiment>/checkpoints/``; register it (rank 0); prune."""
+        """Write ``state`` atomically under ``<experiment>/checkpoints/<run>/rank<N>/`` (runs and ranks never share
+        a file); register it and upload its bytes to the API (rank 0; ``upload_checkpoints``); prune."""
         name = artifacts.safe_name(name or "checkpoint", "checkpoint name")
         if keep_last is not None and (not isinstance(keep_last, int) or keep_last < 1):
             raise ValueError(f"keep_last must be a positive int, got {keep_last!r}")
-        directory = self.recorder.experiment_dir() / "checkpoints"
+        recorder = self.recorder
+        directory = recorder.experiment_dir() / "checkpoints" / dir_label(recorder.run_id) / f"rank{recorder.rank}"
         stored = artifacts.write_checkpoint(state, directory, name, step, epoch)
         if keep_last is not None:
             artifacts.prune_checkpoints(directory, name, keep_last, keep=stored.path)
         self._register_checkpoint(stored.path.name, stored.uri, stored.size_bytes, stored.sha256, step, epoch,
-                                  metrics)
+                                  metrics, stored.path)
         return stored.path
+
+    def load_checkpoint(self, run_id: str | None = None, which: str | int = "latest", *,
+                        map_location: Any = "cpu") -> Any:
+        """Load a checkpoint back: of ``run_id`` (default: this run), ``which`` = ``"latest"``, a step or a name.
+        Read locally when the registered file is here with the registered SHA-256, else downloaded from the API
+        and verified. Load only checkpoints you trust (torch/pickle files can run code)."""
+        api = self.recorder.api()
+        run_id = run_id or self.recorder.run_id
+        found = checkpoints.find_checkpoint(api, run_id, which)
+        cache = self.recorder.experiment_dir().parent / ".downloads"
+        return checkpoints.load_file(checkpoints.checkpoint_file(api, run_id, found, cache), map_location)
 
     def log_checkpoint(self, name: str | None = None, *, step: int | None = None, epoch: int | None = None,
                        path: str | Path | None = None, metrics: Mapping[str, Any] | None = None) -> None:
@@ -101,15 +114,16 @@ class RunMethods:
             raise FileNotFoundError(f"log_checkpoint: no file {file}")
         name = artifacts.safe_name(name or file.name, "checkpoint name")
         self._register_checkpoint(name, file.resolve().as_uri(), file.stat().st_size, sha256_file(file), step,
-                                  epoch, metrics)
+                                  epoch, metrics, file)
 
     def _register_checkpoint(self, name: str, uri: str, size_bytes: int, sha256: str, step: int | None,
-                             epoch: int | None, metrics: Mapping[str, Any] | None) -> None:
+                             epoch: int | None, metrics: Mapping[str, Any] | None, file: Path) -> None:
         self._count_checkpoint()
         body = {"name": name, "step": step, "epoch": epoch, "uri": uri, "size_bytes": size_bytes,
                 "sha256": sha256, "metrics": json_safe(metrics or {})}
+        upload = str(file.resolve()) if self.recorder.config.upload_checkpoints else None
         self.recorder.submit(RegisterCheckpoint(self.recorder.run_id,
-                                                {k: v for k, v in body.items() if v is not None}))
+                                                {k: v for k, v in body.items() if v is not None}, upload))
 
     def _count_checkpoint(self) -> None:
         if self.recorder.on_checkpoint is not None:
@@ -150,15 +164,20 @@ class RunMethods:
 
     def _artifact_path(self, kind: str, name: str, step: int | None, suffix: str) -> Path:
         stem = f"{name}-step{step:09d}" if step is not None else name
-        return self.recorder.experiment_dir() / "artifacts" / self.recorder.run_id / f"{kind}s" / f"{stem}{suffix}"
+        recorder = self.recorder
+        return (recorder.experiment_dir() / "artifacts" / dir_label(recorder.run_id) / f"rank{recorder.rank}"
+                / f"{kind}s" / f"{stem}{suffix}")
 
     def _artifact(self, kind: str, name: str, step: int | None, suffix: str, data: bytes,
                   metadata: dict[str, Any]) -> Path:
         artifacts.safe_name(name, f"{kind} name")
         path = self._artifact_path(kind, name, step, suffix)
         stored = artifacts.write_atomic(path, lambda file: file.write(data))
-        # The API keys artifacts by (name, step): the suffix keeps an image and a histogram of one name apart.
-        self.recorder.submit(UploadArtifact(self.recorder.run_id, kind, f"{name}{suffix}", str(stored.path.resolve()),
+        # The API keys artifacts by (name, step): the suffix keeps an image and a histogram of one name apart, and
+        # rank N > 0 adds "_rank<N>" (as for metric keys) so that ranks never replace each other's files.
+        rank = f"_rank{self.recorder.rank}" if self.recorder.rank else ""
+        self.recorder.submit(UploadArtifact(self.recorder.run_id, kind, f"{name}{rank}{suffix}",
+                                            str(stored.path.resolve()),
                                             step, {**metadata, "sha256": stored.sha256,
                                                    "size_bytes": stored.size_bytes}))
         return stored.path

@@ -26,16 +26,18 @@ from typing import Any
 from trainmon.common.statuses import final_status
 from trainmon.common.wire import Point, json_safe
 
+from . import pending_status
 from .api_client import ApiClient
 from .config import ClientConfig, default_spool_dir
 from .delivery import Outcome, deliver
 from .records import Record, RegisterRun, SetStatus
 from .shipper import Shipper
-from .spool import Spool, SpoolLocked
+from .spool import MemorySpool, Spool, SpoolLocked
 
 log = logging.getLogger("trainmon.client")
 
 REGISTRATION_TIMEOUT = (1.0, 3.0)
+MEMORY_SPOOL_BYTES = 64 * 1024**2
 
 
 def resolve_run_id(run_id: str | None, resume: str | bool | None) -> str | None:
@@ -49,7 +51,7 @@ class RunRecorder:
     def __init__(self, config: ClientConfig, *, experiment: str, run_id: str, project: str | None = None,
                  rank: int = 0, world_size: int = 1, host: str | None = None, exporter_url: str | None = None,
                  on_drop: Callable[[str, int], None] | None = None,
-                 on_checkpoint: Callable[[], None] | None = None):
+                 on_checkpoint: Callable[[], None] | None = None, on_reject: Callable[[str], None] | None = None):
         self.config = config
         self.experiment = experiment
         self.project = project
@@ -77,15 +79,23 @@ class RunRecorder:
             if registered is None:
                 return
         try:
-            spool = _open_spool(config, run_id, rank, experiment, body)
-        except OSError as error:  # never stop the trainer: run without the metadata side, loudly
-            log.warning("trainmon: cannot open a spool under %s (%s); metadata recording is OFF for this run",
-                        config.spool_dir or default_spool_dir(), error)
-            self._close_client()
-            return
+            spool: Spool | MemorySpool = _open_spool(config, run_id, rank, experiment, body)
+        except OSError as error:  # never stop the trainer: ship straight from memory, loudly
+            if self.client is None:
+                log.error("trainmon: cannot write a spool under %s (%s) and the run is offline: metadata recording "
+                          "is OFF for this run", config.spool_dir or default_spool_dir(), error)
+                return
+            log.error("trainmon: cannot write a spool under %s (%s): shipping from memory only (%d MiB); if the API "
+                      "is down longer than that holds, data is dropped and counted", config.spool_dir or
+                      default_spool_dir(), error, MEMORY_SPOOL_BYTES // 2**20)
+            spool = MemorySpool(Path(config.spool_dir or default_spool_dir()) / dir_label(run_id),
+                                max_bytes=MEMORY_SPOOL_BYTES)
+        if isinstance(spool, Spool):
+            pending_status.reserve(spool.directory, run_id)
         self.shipper = Shipper(self.client, spool, run_id, batch_points=config.batch_points,
                                batch_interval=config.batch_interval, queue_points=config.queue_points,
-                               heartbeat_interval=config.heartbeat_interval, on_drop=on_drop, run_body=body)
+                               heartbeat_interval=config.heartbeat_interval, on_drop=on_drop, run_body=body,
+                               on_reject=on_reject)
         if not registered:
             self.shipper.offer(registration)
 
@@ -186,10 +196,39 @@ class RunRecorder:
             self._finished = True
             return True
         self._finished = True
+        shipper = self.shipper
+        delivered = shipper.stop(self.config.flush_timeout if timeout is None else timeout)
         if self.rank == 0 or status != "COMPLETED":
-            self.shipper.offer(SetStatus(self.run_id, status))
-        delivered = self.shipper.close(self.config.flush_timeout if timeout is None else timeout)
+            delivered = self._send_final_status(status) and delivered
+        shipper.close(0)
         return delivered or self.config.mode == "offline"
+
+    def _send_final_status(self, status: str) -> bool:
+        """Straight to the API (not behind a spooled backlog); when it cannot take it now, into
+        ``final-status.json`` beside the spool, which `trainmon sync` delivers. True when delivered."""
+        assert self.shipper is not None
+        record = SetStatus(self.run_id, status)
+        if self.client is not None:
+            previous, self.client.timeout = self.client.timeout, REGISTRATION_TIMEOUT
+            try:
+                result = deliver(self.client, record, self.shipper.run_body)
+            finally:
+                self.client.timeout = previous
+            if result.outcome is Outcome.DELIVERED:
+                return True
+            if result.outcome is Outcome.REJECTED:
+                self.shipper.dead_letters.add(record.to_json(), result.status, result.message)
+                log.warning("trainmon: the metadata API refused the final status %s of run %s: %s", status,
+                            self.run_id, result.message)
+                return False
+        if pending_status.save(self.shipper.spool.directory, self.run_id, status):
+            if self.client is not None:
+                log.warning("trainmon: the final status %s of run %s waits in %s; it is delivered by: trainmon sync %s",
+                            status, self.run_id, self.shipper.spool.directory, self.shipper.spool.directory)
+            return False
+        log.error("trainmon: the final status %s of run %s could not be delivered nor written to %s", status,
+                  self.run_id, self.shipper.spool.directory)
+        return False
 
 
 def _open_spool(config: ClientConfig, run_id: str, rank: int, experiment: str, run_body: dict[str, Any]) -> Spool:

@@ -62,6 +62,11 @@ class Record:
         return data
 
 
+def record_kinds() -> tuple[str, ...]:
+    """The ``op`` of every kind of record."""
+    return tuple(Record._types)
+
+
 def decode(data: Mapping[str, Any]) -> Record:
     """The record a JSON object (from the spool) stands for; ValueError for an unknown or malformed one."""
     kind = Record._types.get(str(data.get("op")))
@@ -166,14 +171,25 @@ class AddNote(Record):
 
 @dataclass
 class RegisterCheckpoint(Record):
-    """A checkpoint file already written: ``{name, step?, epoch?, uri, size_bytes, sha256, metrics?}``."""
+    """A checkpoint file already written: ``{name, step?, epoch?, uri, size_bytes, sha256, metrics?}``; with
+    ``file``, its bytes are uploaded to the API's store too (so it can be downloaded and loaded anywhere)."""
 
     op: ClassVar[str] = "checkpoint"
     rank0_only: ClassVar[bool] = True
     body: dict[str, Any] = field(default_factory=dict)
+    file: str | None = None
 
     def send(self, api: ApiClient) -> Any:
-        return api.request("POST", f"{self.run_path}/checkpoints", json_body=json_safe(self.body))
+        checkpoint = api.request("POST", f"{self.run_path}/checkpoints", json_body=json_safe(self.body))
+        held = isinstance(checkpoint, dict) and (checkpoint.get("stored") or checkpoint.get("path"))
+        if self.file is None or held or not isinstance(checkpoint, dict):
+            return checkpoint  # registered by URI only, or the API holds these bytes already
+        file_path = Path(self.file)
+        read_timeout = 30.0 + file_path.stat().st_size / 1e6  # at least 1 MB/s
+        with open(file_path, "rb") as file:
+            return api.request("POST", f"{self.run_path}/checkpoints/{int(checkpoint['id'])}/file",
+                               files={"file": (file_path.name, file, "application/octet-stream")},
+                               timeout=(3.05, read_timeout))
 
 
 @dataclass

@@ -13,8 +13,10 @@ When the in-memory queue is full (``queue_points``), the caller spills it to the
 never a network call, never a wait on the API). When the spool is at its size cap, points are dropped loudly:
 a warning and ``dropped_points[reason]`` (exported as ``trainmon_exporter_dropped_points_total{reason}``).
 
-A record the API rejects for good (4xx other than 401/403/408/425/429) is dropped with a warning, counted as
-``reason="rejected"`` when it held points: replaying it forever would block everything after it.
+A record the API rejects for good (4xx other than 401/403/408/425/429, or the same 500 again and again) goes
+to the run's dead letters beside the spool (``trainmon sync --retry-rejected`` sends them again once the server
+is fixed), with one warning per kind of record carrying the server's message, counted per kind (``on_reject``)
+and, for metric batches, as ``reason="rejected"``: delivery goes on with the next record.
 
 Offline mode (``client=None``): everything goes to the spool only.
 """
@@ -32,10 +34,12 @@ from typing import Any
 
 from trainmon.common.wire import Point
 
+from . import pending_status
 from .api_client import ApiClient, ApiError, ApiUnavailable
-from .delivery import Backoff, Outcome, deliver
+from .dead_letters import DeadLetters
+from .delivery import Backoff, Deliverer, Outcome, Result
 from .records import LogBatch, MetricBatch, Record, decode
-from .spool import Spool
+from .spool import MemorySpool, Spool
 
 log = logging.getLogger("trainmon.exporter")
 
@@ -43,10 +47,11 @@ log = logging.getLogger("trainmon.exporter")
 class Shipper:
     """Ships records to the API from a daemon thread, spooling what cannot be delivered now."""
 
-    def __init__(self, client: ApiClient | None, spool: Spool, run_id: str, *, batch_points: int = 5000,
+    def __init__(self, client: ApiClient | None, spool: Spool | MemorySpool, run_id: str, *, batch_points: int = 5000,
                  batch_interval: float = 1.0, queue_points: int = 100_000, heartbeat_interval: float = 5.0,
                  backoff_initial: float = 0.5, backoff_max: float = 15.0,
-                 on_drop: Callable[[str, int], None] | None = None, run_body: dict[str, Any] | None = None):
+                 on_drop: Callable[[str, int], None] | None = None, run_body: dict[str, Any] | None = None,
+                 on_reject: Callable[[str], None] | None = None):
         if batch_points <= 0 or queue_points < batch_points:
             raise ValueError("need 0 < batch_points <= queue_points")
         self.client = client
@@ -58,6 +63,10 @@ class Shipper:
         self.heartbeat_interval = heartbeat_interval
         self.backoff = Backoff(backoff_initial, backoff_max)
         self.on_drop = on_drop
+        self.on_reject = on_reject
+        self.dead_letters = DeadLetters(spool.directory)
+        self._deliver_record = Deliverer(client, run_body) if client is not None else None
+        self._rejected_kinds: set[str] = set()
         self.run_body = run_body
         self.dropped_points: collections.Counter[str] = collections.Counter()
         self.stats: collections.Counter[str] = collections.Counter()
@@ -74,7 +83,6 @@ class Shipper:
         self._retry_at = 0.0
         self._next_heartbeat = 0.0
         self._last_drop_warning = 0.0
-        self._last_reject_warning = -10.0
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="trainmon-shipper", daemon=True)
         self._thread.start()
@@ -128,8 +136,8 @@ class Shipper:
                 self._idle.wait(min(remaining, 0.2))
         return True
 
-    def close(self, timeout: float = 30.0) -> bool:
-        """Flush (bounded), stop the thread, spool whatever is left, close the spool; True when all delivered."""
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Flush (bounded by ``timeout``), stop the thread, spool whatever is left; True when all was delivered."""
         delivered = self.flush(timeout)
         with self._lock:
             self._stopping = True
@@ -139,13 +147,24 @@ class Shipper:
             self._cut_points()
             self._cut_lines()
             self._spill()
+        return delivered and self.spool.is_empty()
+
+    def close(self, timeout: float = 30.0) -> bool:
+        """`stop`, then close the spool. The spool folder is deleted only when it holds nothing: no undelivered
+        record, no dead letter, no final status waiting. True when everything was delivered."""
+        delivered = self.stop(timeout)
         left = not self.spool.is_empty()
-        if left:
+        if left and isinstance(self.spool, MemorySpool):
+            self._drop("spool_error", sum(decode(record).point_count() for _position, record in self.spool.records()))
+            log.error("trainmon: %d records of run %s were neither delivered nor spooled (no spool folder could be "
+                      "written)", self.spool.count, self.run_id)
+        elif left:
             log.warning("trainmon: %d bytes of run %s are waiting in the spool %s; they are sent when the API is "
                         "reachable, or now with: trainmon sync %s", self.spool.size_bytes, self.run_id,
                         self.spool.directory, self.spool.directory)
         self.spool.close()
-        if not left:  # everything confirmed: leave nothing behind for `trainmon sync` to look at
+        kept = left or self.dead_letters.path.exists() or pending_status.load(self.spool.directory) is not None
+        if not kept and isinstance(self.spool, Spool):  # everything confirmed: nothing for `trainmon sync`
             shutil.rmtree(self.spool.directory, ignore_errors=True)
         if self.client is not None:
             self.client.close()
@@ -276,30 +295,39 @@ class Shipper:
 
     def _deliver(self, record: Record) -> bool:
         """Send one record; True when done with it (delivered or rejected for good), False to retry later."""
-        assert self.client is not None
-        result = deliver(self.client, record, self.run_body)
+        assert self._deliver_record is not None
+        result = self._deliver_record(record)
         if result.outcome is Outcome.DELIVERED:
             self.backoff.reset()
             self.stats[f"sent_{record.op}"] += 1
             return True
         if result.outcome is Outcome.REJECTED:
-            now = time.monotonic()
-            if now - self._last_reject_warning >= 10.0:
-                self._last_reject_warning = now
-                log.warning("trainmon: metadata API rejected a %s record for good (not retried): %s", record.op,
-                            result.error)
-            if isinstance(record, MetricBatch):
-                self._drop("rejected", record.point_count())
-            self.stats["rejected"] += 1
+            self._reject(record, result)
             return True
         if not self.backoff.active:
             log.warning("trainmon: metadata API unavailable (%s); spooling to %s and retrying", result.error,
                         self.spool.directory)
-        self._schedule_retry()
+        self._schedule_retry(result.retry_after)
         return False
 
-    def _schedule_retry(self) -> None:
-        self._retry_at = time.monotonic() + self.backoff.next_delay()
+    def _reject(self, record: Record, result: Result) -> None:
+        """Move a record the API refuses for good to the dead letters; count it; warn once per kind."""
+        kept = self.dead_letters.add(record.to_json(), result.status, result.message)
+        self.stats["rejected"] += 1
+        if self.on_reject is not None:
+            with contextlib.suppress(Exception):
+                self.on_reject(record.op)
+        if isinstance(record, MetricBatch):
+            self._drop("rejected", record.point_count())
+        if record.op not in self._rejected_kinds:
+            self._rejected_kinds.add(record.op)
+            log.warning("trainmon: the metadata API refused a %s record of run %s for good: %s. %s; delivery goes "
+                        "on with the next record.", record.op, self.run_id, result.message,
+                        f"It is kept in {self.dead_letters.path} (after a server fix: trainmon sync "
+                        f"--retry-rejected {self.spool.directory})" if kept else "It could not be kept on disk")
+
+    def _schedule_retry(self, at_least: float | None = None) -> None:
+        self._retry_at = time.monotonic() + self.backoff.next_delay(at_least)
 
     def _heartbeat_if_due(self) -> None:
         now = time.monotonic()

@@ -20,6 +20,14 @@ every ``fsync_interval`` seconds (survives power loss up to that point); ``"alwa
 Size cap: the segments on disk never exceed ``max_bytes`` (default 2 GiB). An append beyond it is refused and
 counted: the caller drops the points loudly (warning + ``trainmon_exporter_dropped_points_total{reason=
 "spool_full"}``). Acknowledged segments are deleted, which frees room again.
+
+Appends are all-or-nothing: a write that fails part-way (a full disk, an I/O error) is truncated back to the last
+whole record and reported as not spooled, so the records after it stay readable. An acknowledgement that cannot
+be written (the cursor file) is kept in memory and written with the next one; at worst a record is sent twice,
+which the API stores once.
+
+`MemorySpool` has the same interface in memory (bounded): the shipper uses it when no spool folder can be
+written, so the run is still recorded while the API is reachable.
 """
 
 from __future__ import annotations
@@ -120,6 +128,7 @@ class Spool:
         self._active_size = 0
         self._last_fsync = time.monotonic()
         self._warned: set[int] = set()
+        self._cursor_unsaved = False
         self._delete_acknowledged()
 
     # --- metadata ---
@@ -146,12 +155,14 @@ class Spool:
             if self._fd is None or self._active_size + len(data) > self.segment_bytes and self._active_size:
                 self._rotate()
             assert self._fd is not None
-            os.write(self._fd, data)
+            if not write_whole(self._fd, data):
+                return False
             self._active_size += len(data)
             self._sizes[self._active] = self._active_size
             now = time.monotonic()
             if self.fsync == "always" or (self.fsync == "rotate" and now - self._last_fsync >= self.fsync_interval):
-                os.fsync(self._fd)
+                with contextlib.suppress(OSError):  # written to the OS already: it survives the process
+                    os.fsync(self._fd)
                 self._last_fsync = now
             return True
 
@@ -167,9 +178,10 @@ class Spool:
 
     def _close_active(self) -> None:
         if self._fd is not None:
-            if self.fsync != "never":
-                os.fsync(self._fd)
-            os.close(self._fd)
+            with contextlib.suppress(OSError):
+                if self.fsync != "never":
+                    os.fsync(self._fd)
+                os.close(self._fd)
             self._fd = None
 
     # --- reading and acknowledging ---
@@ -210,8 +222,15 @@ class Spool:
         """Mark everything up to and including the record at ``position`` as confirmed by the server."""
         with self._lock:
             self._cursor = (position.segment, position.next_offset)
-            _atomic_write(self.directory / "cursor.json",
-                          json.dumps({"segment": position.segment, "offset": position.next_offset}).encode())
+            try:
+                _atomic_write(self.directory / "cursor.json",
+                              json.dumps({"segment": position.segment, "offset": position.next_offset}).encode())
+            except OSError as error:  # kept in memory; written with the next ack (a resend is stored once)
+                if not self._cursor_unsaved:
+                    log.warning("trainmon: cannot write the spool cursor in %s: %s", self.directory, error)
+                self._cursor_unsaved = True
+                return
+            self._cursor_unsaved = False
             self._delete_acknowledged()
 
     def is_empty(self) -> bool:
@@ -281,9 +300,95 @@ def find_spools(root: str | Path) -> list[Path]:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as file:
-        file.write(data)
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "wb") as file:
+            file.write(data)
+        os.replace(temporary, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def append_whole(path: Path, data: bytes) -> bool:
+    """Append ``data`` to ``path`` entirely or not at all: on a short or failed write (ENOSPC, EIO) the file is
+    truncated back to its previous size. False when nothing was appended."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError:
+        return False
+    try:
+        return write_whole(fd, data)
+    finally:
+        os.close(fd)
+
+
+def write_whole(fd: int, data: bytes) -> bool:
+    """Write all of ``data`` at the end of the file open as ``fd``, or truncate back and return False."""
+    start = os.lseek(fd, 0, os.SEEK_END)
+    view = memoryview(data)
+    try:
+        while view:
+            written = os.write(fd, view)
+            if written <= 0:
+                raise OSError("short write")
+            view = view[written:]
+        return True
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, start)
+        return False
+
+
+class MemorySpool:
+    """A bounded in-memory stand-in for `Spool` (same methods), for when no spool folder can be written."""
+
+    def __init__(self, directory: str | Path, *, max_bytes: int = 64 * 1024**2, meta: dict[str, Any] | None = None):
+        self.directory = Path(directory)
+        self.max_bytes = max_bytes
+        self.meta = dict(meta or {})
+        self._lock = threading.Lock()
+        self._records: list[tuple[int, dict[str, Any], int]] = []  # (number, record, size)
+        self._next = 1
+
+    def write_meta(self, meta: dict[str, Any]) -> None:
+        self.meta = dict(meta)
+
+    def append(self, record: dict[str, Any]) -> bool:
+        size = len(encode_record(record))
+        with self._lock:
+            if self.size_bytes + size > self.max_bytes:
+                return False
+            self._records.append((self._next, record, size))
+            self._next += 1
+            return True
+
+    def records(self) -> Iterator[tuple[Position, dict[str, Any]]]:
+        with self._lock:
+            snapshot = list(self._records)
+        for number, record, _size in snapshot:
+            yield Position(number, 0, 0), record
+
+    def peek(self) -> tuple[Position, dict[str, Any]] | None:
+        return next(iter(self.records()), None)
+
+    def ack(self, position: Position) -> None:
+        with self._lock:
+            self._records = [item for item in self._records if item[0] > position.segment]
+
+    def is_empty(self) -> bool:
+        return not self._records
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(size for _number, _record, size in self._records)
+
+    @property
+    def count(self) -> int:
+        return len(self._records)
+
+    def close(self) -> None:
+        """Nothing to release; what is left is lost with the process (the caller counts it)."""
 
 
 def _fsync_directory(directory: Path) -> None:

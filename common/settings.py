@@ -100,6 +100,7 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     _s("mode", "online", parse_str, "online, offline (spool only, upload with `trainmon sync`) or disabled"),
     _s("spool_dir", None, parse_str, "spool folder (default ~/.cache/trainmon/spool)"),
     _s("checkpoint_root", "experiments", parse_str, "folder checkpoints and artifacts are written under"),
+    _s("upload_checkpoints", True, parse_bool, "upload checkpoint files to the API's store (off: register by URI)"),
     _s("grafana_url", "http://127.0.0.1:3000", parse_str, "Grafana base URL used in compare links"),
     _s("flush_timeout", 30.0, parse_float, "seconds finish() waits for delivery"),
     _s("heartbeat_interval", 5.0, parse_float, "seconds between heartbeats to the API"),

@@ -23,10 +23,11 @@ class HasHealth(Protocol):
 class HealthCounters:
     """Pushes by result and dropped points by reason, counted from any thread (and from a signal handler)."""
 
-    def __init__(self) -> None:
+    def __init__(self, record_kinds: Sequence[str] = ()) -> None:
         self._lock = threading.RLock()  # re-entrant: finish() may run in a signal handler
         self.pushes = dict.fromkeys(PUSH_RESULTS, 0)
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
+        self.rejected = dict.fromkeys(record_kinds, 0)
 
     def count_push(self, result: str) -> None:
         with self._lock:
@@ -37,9 +38,14 @@ class HealthCounters:
         with self._lock:
             self.dropped[reason] = self.dropped.get(reason, 0) + count
 
-    def snapshot(self) -> tuple[dict[str, int], dict[str, int]]:
+    def count_rejected(self, kind: str) -> None:
+        """One record of `kind` the metadata API refused for good (kept as a dead letter)."""
         with self._lock:
-            return dict(self.pushes), dict(self.dropped)
+            self.rejected[kind] = self.rejected.get(kind, 0) + 1
+
+    def snapshot(self) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+        with self._lock:
+            return dict(self.pushes), dict(self.dropped), dict(self.rejected)
 
 
 class HealthCollector:
@@ -81,13 +87,18 @@ class HealthCollector:
                                      labels=[*names, "result"])
         dropped = CounterMetricFamily("trainmon_exporter_dropped_points_total", "Logged points dropped, by reason",
                                       labels=[*names, "reason"])
-        push_counts, drop_counts = self.counters.snapshot()
+        push_counts, drop_counts, reject_counts = self.counters.snapshot()
         for result, count in push_counts.items():
             pushes.add_metric([*values, result], count)
         for reason, count in drop_counts.items():
             dropped.add_metric([*values, reason], count)
+        rejected = CounterMetricFamily("trainmon_exporter_rejected_records_total",
+                                       "Records the metadata API refused for good (kept as dead letters), by kind",
+                                       labels=[*names, "kind"])
+        for kind, count in reject_counts.items():
+            rejected.add_metric([*values, kind], count)
         buffered = GaugeMetricFamily("trainmon_exporter_buffered_points",
                                      "log_metrics calls waiting in the hot buffer when the last drain began",
                                      labels=names)
         buffered.add_metric(values, self._buffered_points())
-        return [duration, success, pushes, dropped, buffered]
+        return [duration, success, pushes, dropped, rejected, buffered]

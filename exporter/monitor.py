@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from trainmon.client.config import ClientConfig
 from trainmon.client.methods import RunMethods
 from trainmon.client.recorder import RunRecorder, resolve_run_id
+from trainmon.client.records import record_kinds
 from trainmon.common.settings import NOT_GIVEN
 from trainmon.common.statuses import final_status
 
@@ -98,7 +99,7 @@ class TrainingMonitor(RunMethods):
         self.port: int | None = self.server.port if self.server else None
         self.metrics_url: str | None = self.server.url if self.server else None
 
-        self.counters = HealthCounters()
+        self.counters = HealthCounters(record_kinds())
         self.training = TrainingCollector(
             self.run_labels, self._info_labels(), extrema_window=self.config.extrema_window,
             batch_size=batch_size, buffer_size=buffer_size, count_dropped=self.counters.count_dropped)
@@ -109,7 +110,7 @@ class TrainingMonitor(RunMethods):
                                  params=params, tags=tags, resume=resume),
             experiment=experiment_name, run_id=self.run_id, project=self.project_name, rank=self.topology.rank,
             world_size=self.topology.world_size, exporter_url=self.metrics_url, on_drop=self.counters.count_dropped,
-            on_checkpoint=self.training.record_checkpoint)
+            on_checkpoint=self.training.record_checkpoint, on_reject=self.counters.count_rejected)
         if self.recorder.enabled:
             self.training.sink = _chain_sinks(point_sink, self.recorder.offer_points)
             self.on_finish.append(self.recorder.finish)

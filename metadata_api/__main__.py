@@ -1,4 +1,7 @@
-"""`python -m trainmon.metadata_api [--host H] [--port P] [--insecure]`: serve the API (default 127.0.0.1:5000)."""
+"""`python -m trainmon.metadata_api [--host H] [--port P] [--insecure]`: serve the API (default 127.0.0.1:5000).
+
+Failures end like `trainmon serve`'s (`cli.run_guarded`): one line, credentials masked, exit status 2.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,6 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .auth import BindNotAllowed
 from .settings import Settings
 
 
@@ -17,15 +19,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without API tokens")
     args = parser.parse_args(argv)
     overrides = {name: value for name, value in (("host", args.host), ("port", args.port)) if value is not None}
-    settings = Settings(**overrides)
-    from .app import serve
+    from .cli import run_guarded
 
-    try:
-        serve(settings, insecure=args.insecure)
-    except BindNotAllowed as error:
-        print(f"trainmon: {error}", file=sys.stderr)
-        return 2
-    return 0
+    def start() -> int:
+        from .app import serve
+
+        serve(Settings(**overrides), insecure=args.insecure)
+        return 0
+
+    return run_guarded(start)
 
 
 if __name__ == "__main__":

@@ -11,15 +11,22 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import auth, migrations
-from .db import is_retryable, make_engine, read_sessions, write_sessions
-from .logging import configure_logging
+from . import auth, errors, migrations
+from .db import make_engine, read_sessions, write_sessions
+from .docs_ui import install_docs
+from .logging import configure_logging, install_redaction
 from .middleware import BodyLimitMiddleware, RequestMetricsMiddleware
+from .ratelimit import RateLimitMiddleware
+from .redact import redact, register_settings
+from .security import (ContentTypeMiddleware, CrossSiteWriteMiddleware, HostAllowlistMiddleware,
+                       SecurityHeadersMiddleware, allowed_hosts)
 from .routes import artifacts, checkpoints, compare, experiments, health, logs, notes, points, runs, sd, series
-from .services import lifecycle, notifications
+from .services import lifecycle, notifications, url_policy
 from .services.retention import retention_job
 from .settings import Settings, get_settings
 from .telemetry import ApiMetrics
@@ -35,10 +42,15 @@ ROUTERS = [health.router, runs.router, points.router, experiments.router, sd.rou
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A configured API. Migrations run and background jobs start when the app starts (lifespan)."""
     settings = settings or get_settings()
+    register_settings(settings)
+    install_redaction()
+    hosts = allowed_hosts(settings)
     engine = make_engine(settings.database_url, settings.sqlite_busy_timeout_ms)
-    app = FastAPI(title="trainmon metadata API", version="0.1.0", debug=settings.debug, lifespan=_lifespan)
+    app = FastAPI(title="trainmon metadata API", version="0.1.0", debug=settings.debug, lifespan=_lifespan,
+                  docs_url=None, redoc_url=None)
     app.state.settings = settings
     notifications.configure(settings)
+    url_policy.configure(settings)
     app.state.engine = engine
     app.state.read_sessions = read_sessions(engine)
     app.state.write_sessions = write_sessions(engine)
@@ -48,9 +60,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.background_jobs = [_crash_detector, retention_job]
     for router in ROUTERS:
         app.include_router(router)
+    install_docs(app)
+    # The last added runs first: security headers on every answer, metrics, Host allowlist, cross-site writes,
+    # content type, rate limits (refused requests cost no budget), body size.
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes, artifact_limit=settings.max_artifact_bytes)
+    app.add_middleware(RateLimitMiddleware, auth_failures_per_minute=settings.auth_failures_per_minute,
+                       writes_per_minute=settings.writes_per_minute)
+    app.add_middleware(ContentTypeMiddleware)
+    app.add_middleware(CrossSiteWriteMiddleware)
+    app.add_middleware(HostAllowlistMiddleware, allowed=hosts)
     app.add_middleware(RequestMetricsMiddleware, telemetry=app.state.telemetry)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_exception_handler(SQLAlchemyError, _database_error)
+    app.add_exception_handler(RequestValidationError, errors.validation_error)
+    app.add_exception_handler(StarletteHTTPException, errors.http_error)
     return app
 
 
@@ -89,11 +112,9 @@ async def _crash_detector(app: FastAPI) -> None:
 
 async def _database_error(request: Request, error: Exception) -> JSONResponse:
     request.app.state.telemetry.db_errors.inc()
-    log.error("database error on %s %s: %s", request.method, request.url.path, error)
-    retryable = is_retryable(error)  # busy/locked, unreachable, lock timeout: 503, retry later; else a 500
-    return JSONResponse({"detail": f"database {'busy or unavailable, retry' if retryable else 'error'}: "
-                                   f"{type(error.__cause__ or error).__name__}"},
-                        status_code=503 if retryable else 500, headers={"Retry-After": "1"} if retryable else None)
+    log.error("database error on %s %s: %s", request.method, request.url.path, redact(str(error)))
+    status, detail, headers = errors.database_answer(error)  # storage unusable, busy: 503 + Retry-After; else 500
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
 def serve(settings: Settings, insecure: bool = False) -> None:
@@ -101,6 +122,8 @@ def serve(settings: Settings, insecure: bool = False) -> None:
     import uvicorn
 
     configure_logging(settings.log_level)
+    register_settings(settings)
+    allowed_hosts(settings)  # HostsNotConfigured before anything starts
     engine = make_engine(settings.database_url, settings.sqlite_busy_timeout_ms)
     try:
         if settings.auto_migrate:

@@ -26,6 +26,10 @@ class BindNotAllowed(Exception):
     """Serving on a non-loopback address with no token configured, without --insecure."""
 
 
+class HostsNotConfigured(BindNotAllowed):
+    """Serving on every address (HOST=0.0.0.0 or ::) without ALLOWED_HOSTS saying which names clients use."""
+
+
 @dataclass(frozen=True)
 class Principal:
     """Who is calling: `project_id` None means the API is open (no token configured)."""

@@ -7,13 +7,14 @@
     trainmon prune [--days D] [--batch-size N]           delete metric points (and ingest records) older than D days
 
 Every command reads the settings from the environment and `.env` (DATABASE_URL, ...); `--database-url`
-overrides DATABASE_URL.
+overrides DATABASE_URL. A failure ends with one line on stderr, credentials masked (`redact`), and status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,7 @@ from . import migrations
 from .auth import BindNotAllowed, create_token
 from .db import make_engine, write_sessions
 from .models import TokenScope
+from .redact import redact
 from .services import retention
 from .settings import Settings
 
@@ -74,25 +76,32 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
     return Settings(**{name: value for name, value in overrides.items() if value is not None})
 
 
-def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Bad settings and database errors end the command with a one-line message and exit status 2."""
+def run_guarded(command: Callable[[], int]) -> int:
+    """Run `command`: bad settings and database errors end it with a one-line message and exit status 2, anything
+    else with its traceback and status 1; credentials are masked in both (`trainmon serve`, `python -m`)."""
+    try:
+        return command()
+    except ValidationError as error:  # its str() would show the input value: a DATABASE_URL with its password
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors())
+        return _fail(f"bad settings: {problems}")
+    except (BindNotAllowed, ValueError) as error:
+        return _fail(str(error))
+    except SQLAlchemyError as error:
+        return _fail(f"database error: {error.__class__.__name__}: {str(error).splitlines()[0]}")
+    except Exception:  # noqa: BLE001 - shown, but never with a password in it
+        print(redact(traceback.format_exc()), file=sys.stderr, end="")
+        return 1
 
+
+def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
-        try:
-            return command(args)
-        except ValidationError as error:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors())
-            return _fail(f"bad settings: {problems}")
-        except (BindNotAllowed, ValueError) as error:
-            return _fail(str(error))
-        except SQLAlchemyError as error:
-            return _fail(f"database error: {error.__class__.__name__}: {str(error).splitlines()[0]}")
+        return run_guarded(lambda: command(args))
 
     return run
 
 
 def _fail(message: str) -> int:
-    print(f"trainmon: {message}", file=sys.stderr)
+    print(f"trainmon: {redact(message)}", file=sys.stderr)
     return 2
 
 

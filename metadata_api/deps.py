@@ -2,6 +2,12 @@
 crash detector, who is calling, and the run or experiment a path names, already checked for existence (404) and
 access (401/403); a run read this way has been through crash detection (`services.lifecycle.CrashDetector`).
 
+Run ids are unique per project, so a path's run id is looked up in one project (`resolve_run`):
+- with a token: the token's project. A run id of another project is a 404, exactly like an unknown one (nothing
+  of other projects is shown); `?project=` naming another project is a 403;
+- open API (no token exists): the project `?project=` names; without it the one run of that id in any project,
+  and 409 when several projects have one ("give ?project=").
+
 Sessions: requests that only read (GET/HEAD) get a read session; others a write session (BEGIN IMMEDIATE on
 SQLite). Nothing commits unless the route calls `session.commit()` before answering; anything else (an
 exception, a 4xx raised midway) rolls the whole request back.
@@ -12,16 +18,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Path, Request, status
+from fastapi import Depends, Header, HTTPException, Path, Query, Request, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from . import auth
-from .models import RUN_ID_LENGTH, Experiment, Run, TokenScope
+from .models import NAME_LENGTH, RUN_ID_LENGTH, Experiment, Run, TokenScope
+from .repositories import projects as project_repo
 from .repositories import runs as run_repo
+from .schemas.base import INT32_MAX, Text
 from .services.lifecycle import CrashDetector
 from .settings import Settings
 from .telemetry import ApiMetrics
+from .web import session as web_session
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -50,13 +59,17 @@ CrashDetectorDep = Annotated[CrashDetector, Depends(get_crash_detector)]
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def get_principal(session: SessionDep,
+def get_principal(request: Request, session: SessionDep,
                   authorization: Annotated[str | None, Header(include_in_schema=False)] = None) -> auth.Principal:
-    """The caller: open access while no token exists; otherwise the bearer token's project and scope (or 401)."""
+    """The caller: open access while no token exists; otherwise the bearer token's project and scope, or the
+    dashboard's session cookie's (`web.session`: a write by cookie needs its CSRF header), or 401."""
     token = auth.bearer_token(authorization)
+    from_cookie = token is None and (token := web_session.cookie_token(request)) is not None
     if token is not None:
         principal = auth.resolve_token(session, token)
         if principal is not None:
+            if from_cookie and request.method not in READ_METHODS:
+                web_session.check_csrf(request)
             return principal
     if not auth.tokens_exist(session):
         return auth.OPEN_ACCESS
@@ -77,31 +90,53 @@ def require_access(principal: auth.Principal, project_id: int, write: bool) -> N
         raise HTTPException(status.HTTP_403_FORBIDDEN, "this token has read scope; writing needs a write token")
 
 
-def _load_run(session: Session, run_id: str, for_write: bool = False) -> Run:
-    run = (run_repo.get_run_for_write if for_write else run_repo.get_run)(session, run_id)
-    if run is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"run_id: no run {run_id!r}")
+RunIdPath = Annotated[Text, Path(max_length=RUN_ID_LENGTH)]
+#: `?project=`: the project whose run the path names (needed on an open API when the id exists in several)
+ProjectQuery = Annotated[Text | None, Query(min_length=1, max_length=NAME_LENGTH,
+                                           description="the run's project (default: the token's project, or the "
+                                                       "only project that has this run id)")]
+
+
+def resolve_run(session: Session, principal: auth.Principal, run_id: str, project: str | None = None,
+                write: bool = False, field: str = "run_id") -> Run:
+    """The run `run_id` names for this caller (rules above), access checked; 404/403/409 naming `field`."""
+    project_id = principal.project_id
+    if project is not None:
+        named = project_repo.find_project(session, project)
+        if not principal.open and (named is None or named.id != principal.project_id):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"project: this token cannot access project {project!r}")
+        if named is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"project: no project {project!r}")
+        project_id = named.id
+    found = run_repo.find_runs(session, run_id, project_id, for_write=write)
+    if not found:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"{field}: no run {run_id!r}")
+    if len(found) > 1:
+        raise HTTPException(status.HTTP_409_CONFLICT,
+                            f"{field}: run id {run_id!r} exists in several projects; give ?project=")
+    run = found[0]
+    require_access(principal, run.project_id, write=write)
     return run
 
 
-def get_readable_run(session: SessionDep, principal: PrincipalDep, crashes: CrashDetectorDep,
-                     run_id: Annotated[str, Path(max_length=RUN_ID_LENGTH)]) -> Run:
-    run = _load_run(session, run_id)
-    require_access(principal, run.experiment.project_id, write=False)
+def get_readable_run(session: SessionDep, principal: PrincipalDep, crashes: CrashDetectorDep, run_id: RunIdPath,
+                     project: ProjectQuery = None) -> Run:
+    run = resolve_run(session, principal, run_id, project)
+    key = run.key
     if crashes.refresh_if_stale(session, [run]):
-        run = _load_run(session, run_id)
+        run = run_repo.get_run(session, key)
+        if run is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"run_id: no run {run_id!r}")
     return run
 
 
-def get_writable_run(session: SessionDep, principal: PrincipalDep,
-                     run_id: Annotated[str, Path(max_length=RUN_ID_LENGTH)]) -> Run:
-    run = _load_run(session, run_id, for_write=True)
-    require_access(principal, run.experiment.project_id, write=True)
-    return run
+def get_writable_run(session: SessionDep, principal: PrincipalDep, run_id: RunIdPath,
+                     project: ProjectQuery = None) -> Run:
+    return resolve_run(session, principal, run_id, project, write=True)
 
 
 def get_readable_experiment(session: SessionDep, principal: PrincipalDep,
-                            experiment_id: Annotated[int, Path(ge=1)]) -> Experiment:
+                            experiment_id: Annotated[int, Path(ge=1, le=INT32_MAX)]) -> Experiment:
     experiment = session.scalar(select(Experiment).where(Experiment.id == experiment_id)
                                 .options(selectinload(Experiment.project)))
     if experiment is None:

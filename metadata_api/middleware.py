@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request size limit (413) and request telemetry (latency by route template)."""
+"""Pure ASGI middleware: request size limit (413) and request telemetry (latency by route template); the
+browser and host rules are in `security.py`, rate limits in `ratelimit.py`."""
 
 from __future__ import annotations
 
@@ -70,9 +71,16 @@ def _content_length(scope: Scope) -> int | None:
 
 
 async def _too_large(send: Send, limit: int) -> None:
-    body = json.dumps({"detail": f"body: request body over the limit of {limit} bytes"}).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send_json_error(send, 413, f"body: request body over the limit of {limit} bytes")
+
+
+async def send_json_error(send: Send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+    """Answer `status` with the API's error body `{"detail": ...}` from a middleware (extra `headers` added)."""
+    body = json.dumps({"detail": detail}).encode()
+    extra = [(name.lower().encode(), value.encode()) for name, value in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *extra]})
     await send({"type": "http.response.body", "body": body})
 
 

@@ -1,8 +1,12 @@
 """ORM models: project -> experiment -> run, and what a run owns.
 
-Ids: projects and experiments have integer ids; runs have client-chosen string ids (`run_id`, shared by DDP
-ranks and resumes). Every child row cascades with its run. Timestamps are UTC (`UTCDateTime`); metric
-`wall_time` is unix seconds as sent by the trainer. Metric values: see `db.encode_value`.
+Ids: projects and experiments have integer ids. A run has an internal integer key (`runs.key`, what every
+child row's `run_key` references) and its client-chosen string id (`runs.id`, shared by DDP ranks and resumes),
+unique within its project only: the same run id in two projects is two runs (`deps.resolve_run` finds the
+caller's). The API never shows the key; it shows `id` as `run_id`. Every child row cascades with its run.
+Timestamps are UTC (`UTCDateTime`); metric `wall_time` is unix seconds as sent by the trainer. Metric values:
+see `db.encode_value`. Integers a client sends (steps, epochs, pids, ranks, sizes) are BIGINT columns; the
+server's own surrogate ids (checkpoints, artifacts, notes) are INTEGER (at most 2**31 - 1).
 """
 
 from __future__ import annotations
@@ -90,21 +94,26 @@ class Experiment(Base):
 
 
 class Run(Base):
-    __tablename__ = "runs"
-    __table_args__ = (Index("ix_runs_status_last_heartbeat", "status", "last_heartbeat"),)
+    """A run: `key` is internal (children reference it), `id` the client's run id, unique per project."""
 
-    id: Mapped[str] = mapped_column(String(RUN_ID_LENGTH), primary_key=True)
+    __tablename__ = "runs"
+    __table_args__ = (UniqueConstraint("id", "project_id"),  # also the index of lookups by id alone
+                      Index("ix_runs_status_last_heartbeat", "status", "last_heartbeat"))
+
+    key: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[str] = mapped_column(String(RUN_ID_LENGTH))
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"), index=True)
     status: Mapped[str] = mapped_column(String(16), default=RunStatus.RUNNING.value)
     start_time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     end_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_heartbeat: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     host: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
-    pid: Mapped[int | None] = mapped_column(Integer)
+    pid: Mapped[int | None] = mapped_column(BigInteger)
     command: Mapped[str | None] = mapped_column(Text)
     git_commit: Mapped[str | None] = mapped_column(String(64))
-    rank: Mapped[int | None] = mapped_column(Integer)
-    world_size: Mapped[int | None] = mapped_column(Integer)
+    rank: Mapped[int | None] = mapped_column(BigInteger)
+    world_size: Mapped[int | None] = mapped_column(BigInteger)
     exporter_url: Mapped[str | None] = mapped_column(String(1024))
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
@@ -118,7 +127,7 @@ class Run(Base):
 class RunTag(Base):
     __tablename__ = "run_tags"
 
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    run_key: Mapped[int] = mapped_column(ForeignKey("runs.key", ondelete="CASCADE"), primary_key=True)
     key: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
     value: Mapped[str] = mapped_column(String(1024))
 
@@ -130,8 +139,8 @@ class RunEndpoint(Base):
 
     __tablename__ = "run_endpoints"
 
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
-    rank: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_key: Mapped[int] = mapped_column(ForeignKey("runs.key", ondelete="CASCADE"), primary_key=True)
+    rank: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     url: Mapped[str] = mapped_column(String(1024))
     host: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -143,22 +152,22 @@ class Note(Base):
     __tablename__ = "notes"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    run_key: Mapped[int] = mapped_column(ForeignKey("runs.key", ondelete="CASCADE"), index=True)
     text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class MetricPoint(Base):
-    """One logged value; the natural key (run_id, key, step) is unique (a later value for a step replaces it)."""
+    """One logged value; the natural key (run_key, key, step) is unique (a later value for a step replaces it)."""
 
     __tablename__ = "metric_points"
     __table_args__ = (
-        UniqueConstraint("run_id", "key", "step", name="uq_metric_points_run_key_step"),
+        UniqueConstraint("run_key", "key", "step", name="uq_metric_points_run_key_step"),
         Index("ix_metric_points_wall_time", "wall_time"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    run_key: Mapped[int] = mapped_column(ForeignKey("runs.key", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(String(NAME_LENGTH))
     step: Mapped[int] = mapped_column(BigInteger)
     value: Mapped[float | None] = mapped_column(Float(precision=53))
@@ -173,7 +182,7 @@ class MetricBlock(Base):
     __tablename__ = "metric_blocks"
     __table_args__ = {"sqlite_with_rowid": False}
 
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    run_key: Mapped[int] = mapped_column(ForeignKey("runs.key", ondelete="CASCADE"), primary_key=True)
     key: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
     block: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     first_step: Mapped[int] = mapped_column(BigInteger)
@@ -192,7 +201,7 @@ class IngestBatch(Base):
     __tablename__ = "ingest_batches"
     __table_args__ = (Index("ix_ingest_batches_created_at", "created_at"),)  # retention finds old records
 
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    run_key: Mapped[int] = mapped_column(ForeignKey("runs.key", ondelete="CASCADE"), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16), primary_key=True)
     batch_id: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
     accepted: Mapped[int] = mapped_column(Integer)
@@ -201,39 +210,43 @@ class IngestBatch(Base):
 
 class LogLine(Base):
     __tablename__ = "log_lines"
-    __table_args__ = (Index("ix_log_lines_run_id_time", "run_id", "time"),)
+    __table_args__ = (Index("ix_log_lines_run_key_time", "run_key", "time"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    run_key: Mapped[int] = mapped_column(ForeignKey("runs.key", ondelete="CASCADE"))
     time: Mapped[datetime] = mapped_column(UTCDateTime)
     level: Mapped[str] = mapped_column(String(16))
     message: Mapped[str] = mapped_column(Text)
 
 
 class Checkpoint(Base):
+    """A registered checkpoint; `path` (relative to the artifact root) once its file was uploaded and matched
+    `sha256` (`POST .../checkpoints/{id}/file`), NULL for one registered by `uri` only."""
+
     __tablename__ = "checkpoints"
-    __table_args__ = (UniqueConstraint("run_id", "name"),)
+    __table_args__ = (UniqueConstraint("run_key", "name"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    run_key: Mapped[int] = mapped_column(ForeignKey("runs.key", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(NAME_LENGTH))
     step: Mapped[int | None] = mapped_column(BigInteger)
-    epoch: Mapped[int | None] = mapped_column(Integer)
+    epoch: Mapped[int | None] = mapped_column(BigInteger)
     uri: Mapped[str] = mapped_column(String(2048))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    path: Mapped[str | None] = mapped_column(String(2048))
 
 
 class Artifact(Base):
     """An uploaded file; `path` is relative to the artifact root (experiments/<id>/artifacts/...)."""
 
     __tablename__ = "artifacts"
-    __table_args__ = (Index("ix_artifacts_run_id_kind", "run_id", "kind"),)
+    __table_args__ = (Index("ix_artifacts_run_key_kind", "run_key", "kind"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    run_key: Mapped[int] = mapped_column(ForeignKey("runs.key", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(16))
     name: Mapped[str] = mapped_column(String(NAME_LENGTH))
     step: Mapped[int | None] = mapped_column(BigInteger)

@@ -6,6 +6,7 @@ METRICS_RETENTION_DAYS, HEARTBEAT_TIMEOUT_SECONDS, MAX_BODY_BYTES, ...). `.env.e
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 
@@ -36,7 +37,13 @@ class Settings(BaseSettings):
     crash_check_interval_seconds: float = Field(30, gt=0)
     max_body_bytes: int = Field(10 * 1024 * 1024, gt=0)
     max_artifact_bytes: int = Field(200 * 1024 * 1024, gt=0)
+    max_checkpoint_bytes: int = Field(64 * 1024**3, gt=0)  # an uploaded checkpoint file
     max_points_per_batch: int = Field(50_000, gt=0)
+    # Per run (services/limits.py): 413 naming the limit above these.
+    max_tags_per_run: int = Field(1000, gt=0)
+    max_params_bytes: int = Field(1024 * 1024, gt=0)  # params as JSON (also checkpoint metrics, artifact metadata)
+    max_notes_per_run: int = Field(10_000, gt=0)
+    max_note_bytes: int = Field(65_536, gt=0)  # one note's text in UTF-8
     artifact_root: Path = Path(".")
     alertmanager_url: str | None = None
 
@@ -45,6 +52,12 @@ class Settings(BaseSettings):
     sqlite_busy_timeout_ms: int = Field(30_000, ge=0)
     retention_interval_seconds: float = Field(3600, gt=0)
     prune_batch_size: int = Field(5000, gt=0)
+
+    # Browser and network safety (metadata_api/security.py, ratelimit.py, services/url_policy.py).
+    allowed_hosts: str | None = None  # comma-separated Host names; unset: HOST plus the loopback names; `*`: any
+    auth_failures_per_minute: int = Field(20, ge=0)  # per client address, then 429; 0: no limit
+    writes_per_minute: int = Field(30_000, ge=0)  # per token (per address without one), then 429; 0: no limit
+    exporter_url_allow: str | None = None  # comma-separated CIDRs accepted in exporter_url despite the policy
 
     @field_validator("log_level")
     @classmethod
@@ -64,9 +77,32 @@ class Settings(BaseSettings):
             raise ValueError("DATABASE_URL must be sqlite:///PATH or postgresql+psycopg://USER@HOST/DB")
         return value
 
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_patterns(cls, value: str | None) -> str | None:
+        for pattern in split_list(value):
+            if "*" in pattern[1:] or (pattern.startswith("*") and pattern != "*" and not pattern.startswith("*.")):
+                raise ValueError(f"ALLOWED_HOSTS: {pattern!r} is not a name, an address, '*.domain' or '*'")
+        return value
+
+    @field_validator("exporter_url_allow")
+    @classmethod
+    def _networks(cls, value: str | None) -> str | None:
+        for network in split_list(value):
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as error:
+                raise ValueError(f"EXPORTER_URL_ALLOW: {error}") from None
+        return value
+
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+
+def split_list(value: str | None) -> list[str]:
+    """The items of a comma-separated setting, stripped, empty ones left out."""
+    return [item.strip() for item in (value or "").split(",") if item.strip()]
 
 
 @lru_cache(maxsize=1)

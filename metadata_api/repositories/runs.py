@@ -1,4 +1,5 @@
-"""Runs, their tags and params."""
+"""Runs, their tags and params. A run is found by its key (internal), or by its client id within a project
+(`find_runs`; the rules of which project are `deps.resolve_run`'s)."""
 
 from __future__ import annotations
 
@@ -13,31 +14,37 @@ from ..models import Experiment, Run, RunEndpoint, RunStatus, RunTag
 from .upsert import upsert_many
 
 
-def get_run(session: Session, run_id: str) -> Run | None:
-    query = select(Run).where(Run.id == run_id).options(
-        selectinload(Run.tags), selectinload(Run.endpoints),
-        selectinload(Run.experiment).selectinload(Experiment.project))
-    return session.scalar(query)
+def _full() -> tuple:
+    return (selectinload(Run.tags), selectinload(Run.endpoints),
+            selectinload(Run.experiment).selectinload(Experiment.project))
 
 
-def get_run_for_write(session: Session, run_id: str) -> Run | None:
-    """The run and its experiment in one query (what a write needs to check access), without tags."""
-    return session.scalar(select(Run).where(Run.id == run_id).options(joinedload(Run.experiment)))
+def get_run(session: Session, key: int) -> Run | None:
+    """The run of key `key` with its tags, endpoints, experiment and project."""
+    return session.scalar(select(Run).where(Run.key == key).options(*_full()))
+
+
+def find_runs(session: Session, run_id: str, project_id: int | None = None, for_write: bool = False) -> list[Run]:
+    """The runs with client id `run_id` (in `project_id` when given: at most one), by key. For a write only the
+    run and its experiment are loaded (what the access check needs), in one query."""
+    query = select(Run).where(Run.id == run_id)
+    if project_id is not None:
+        query = query.where(Run.project_id == project_id)
+    options = (joinedload(Run.experiment),) if for_write else _full()
+    return list(session.scalars(query.order_by(Run.key).options(*options)))
 
 
 def lock(session: Session, run: Run) -> None:
     """Lock the run's row until the transaction ends and reload it (PostgreSQL `FOR UPDATE`; SQLite writers hold
     the database lock already), so that a status transition is checked against the latest status."""
-    session.execute(select(Run.id).where(Run.id == run.id).with_for_update(key_share=True))  # NO KEY UPDATE
+    session.execute(select(Run.key).where(Run.key == run.key).with_for_update(key_share=True))  # NO KEY UPDATE
     session.refresh(run)
 
 
 def runs_of_experiment(session: Session, experiment_id: int, limit: int | None = None,
                        offset: int = 0) -> list[Run]:
     """The experiment's runs in start order (a page of them when `limit` is given)."""
-    query = select(Run).where(Run.experiment_id == experiment_id).order_by(Run.start_time, Run.id).options(
-        selectinload(Run.tags), selectinload(Run.endpoints),
-        selectinload(Run.experiment).selectinload(Experiment.project))
+    query = select(Run).where(Run.experiment_id == experiment_id).order_by(Run.start_time, Run.id).options(*_full())
     if limit is not None:
         query = query.limit(limit).offset(offset)
     return list(session.scalars(query))
@@ -45,21 +52,21 @@ def runs_of_experiment(session: Session, experiment_id: int, limit: int | None =
 
 def running_runs_with_endpoints(session: Session) -> list[Run]:
     """RUNNING runs that have at least one registered exporter endpoint, with their endpoints (rank order)."""
-    has_endpoint = select(RunEndpoint.run_id).where(RunEndpoint.run_id == Run.id).exists()
-    query = select(Run).where(Run.status == RunStatus.RUNNING.value, has_endpoint).order_by(Run.id).options(
+    has_endpoint = select(RunEndpoint.run_key).where(RunEndpoint.run_key == Run.key).exists()
+    query = select(Run).where(Run.status == RunStatus.RUNNING.value, has_endpoint).order_by(Run.id, Run.key).options(
         selectinload(Run.endpoints), selectinload(Run.experiment).selectinload(Experiment.project))
     return list(session.scalars(query))
 
 
-def register_endpoint(session: Session, run_id: str, rank: int, url: str, host: str | None, now: datetime) -> None:
+def register_endpoint(session: Session, run_key: int, rank: int, url: str, host: str | None, now: datetime) -> None:
     """Record (or replace) the exporter endpoint of one rank of a run."""
-    row = {"run_id": run_id, "rank": rank, "url": url, "host": host, "updated_at": now}
-    upsert_many(session, RunEndpoint.__table__, [row], ["run_id", "rank"], ["url", "host", "updated_at"])
+    row = {"run_key": run_key, "rank": rank, "url": url, "host": host, "updated_at": now}
+    upsert_many(session, RunEndpoint.__table__, [row], ["run_key", "rank"], ["url", "host", "updated_at"])
 
 
-def drop_endpoints_from_rank(session: Session, run_id: str, first_rank: int) -> None:
+def drop_endpoints_from_rank(session: Session, run_key: int, first_rank: int) -> None:
     """Forget the endpoints of ranks >= `first_rank` (a run resumed with a smaller world)."""
-    session.execute(delete(RunEndpoint).where(RunEndpoint.run_id == run_id, RunEndpoint.rank >= first_rank)
+    session.execute(delete(RunEndpoint).where(RunEndpoint.run_key == run_key, RunEndpoint.rank >= first_rank)
                     .execution_options(synchronize_session=False))
 
 
@@ -69,13 +76,13 @@ def add_run(session: Session, run: Run) -> Run:
     return run
 
 
-def set_tags(session: Session, run_id: str, tags: Mapping[str, str]) -> None:
-    rows = [{"run_id": run_id, "key": key, "value": value} for key, value in sorted(tags.items())]  # lock order
-    upsert_many(session, RunTag.__table__, rows, ["run_id", "key"], ["value"])
+def set_tags(session: Session, run_key: int, tags: Mapping[str, str]) -> None:
+    rows = [{"run_key": run_key, "key": key, "value": value} for key, value in sorted(tags.items())]  # lock order
+    upsert_many(session, RunTag.__table__, rows, ["run_key", "key"], ["value"])
 
 
-def touch_heartbeat(session: Session, run_id: str, now: datetime) -> None:
-    session.execute(update(Run).where(Run.id == run_id).values(last_heartbeat=now))
+def touch_heartbeat(session: Session, run_key: int, now: datetime) -> None:
+    session.execute(update(Run).where(Run.key == run_key).values(last_heartbeat=now))
 
 
 def set_params(run: Run, params: dict[str, Any]) -> None:
@@ -89,14 +96,14 @@ def count_by_status(session: Session) -> dict[str, int]:
 
 def has_stale_running(session: Session, cutoff: datetime) -> bool:
     """Whether some RUNNING run's last heartbeat is older than `cutoff` (an index lookup)."""
-    query = select(Run.id).where(Run.status == RunStatus.RUNNING.value, Run.last_heartbeat < cutoff).limit(1)
+    query = select(Run.key).where(Run.status == RunStatus.RUNNING.value, Run.last_heartbeat < cutoff).limit(1)
     return session.scalar(query) is not None
 
 
 def stale_running_for_update(session: Session, cutoff: datetime) -> list[Run]:
-    """RUNNING runs whose last heartbeat is older than `cutoff`, in id order, locked until the transaction ends
+    """RUNNING runs whose last heartbeat is older than `cutoff`, in key order, locked until the transaction ends
     (PostgreSQL `FOR NO KEY UPDATE`: a heartbeat committed meanwhile takes the run out of the result; SQLite
     writers hold the database lock already)."""
     query = (select(Run).where(Run.status == RunStatus.RUNNING.value, Run.last_heartbeat < cutoff)
-             .order_by(Run.id).with_for_update(key_share=True))
+             .order_by(Run.key).with_for_update(key_share=True))
     return list(session.scalars(query))

@@ -12,33 +12,38 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Query, status
 from trainmon.common.naming import normalize_key
 
-from ..deps import PrincipalDep, SessionDep, require_access
+from .. import auth, errors
+from ..deps import PrincipalDep, ProjectQuery, SessionDep, require_access, resolve_run
 from ..models import Experiment, Run
 from ..reduction import MIN_MAX_POINTS
 from ..repositories import runs as run_repo
 from ..repositories import series as series_repo
-from ..schemas import AlignedPoint, ComparedSeries, Comparison
+from ..schemas import INT32_MAX, AlignedPoint, ComparedSeries, Comparison, Text, invalid
 
 router = APIRouter(prefix="/api", tags=["metrics"])
 MAX_RUNS = 100
 MAX_KEYS = 20
 
 
-@router.get("/compare", response_model=Comparison, responses={404: {"description": "unknown run or experiment"}})
-def compare(session: SessionDep, principal: PrincipalDep, keys: Annotated[str, Query(min_length=1)],
-            runs: str | None = None, experiments: str | None = None,
+@router.get("/compare", response_model=Comparison,
+            responses={404: errors.error("unknown run or experiment"),
+                       409: errors.error("a run id of `runs` exists in several projects: give `project`")})
+def compare(session: SessionDep, principal: PrincipalDep, keys: Annotated[Text, Query(min_length=1)],
+            runs: Text | None = None, experiments: Text | None = None,
             align: Literal["step", "time"] = "step",
-            max_points: Annotated[int, Query(ge=MIN_MAX_POINTS, le=100_000)] = 2000) -> Comparison:
-    """Series of `keys` (comma-separated) for `runs=a,b` or `experiments=1,2`, aligned by step or by time."""
+            max_points: Annotated[int, Query(ge=MIN_MAX_POINTS, le=100_000)] = 2000,
+            project: ProjectQuery = None) -> Comparison:
+    """Series of `keys` (comma-separated) for `runs=a,b` or `experiments=1,2`, aligned by step or by time; run ids
+    are looked up as in `/api/runs/{run_id}` (the token's project, or `project`)."""
     key_list = _keys(keys)
-    chosen = _chosen_runs(session, runs, experiments)
+    chosen = _chosen_runs(session, principal, runs, experiments, project)
     for run in chosen:
         require_access(principal, run.experiment.project_id, write=False)
     series = []
     for run in chosen:
         run_series = []
         for key in key_list:
-            points, reduced = series_repo.reduced_series(session, run.id, key, max_points)
+            points, reduced = series_repo.reduced_series(session, run.key, key, max_points)
             run_series.append((key, points, reduced))
         origin = min((p.wall_time for _key, points, _r in run_series for p in points), default=0.0)
         for key, points, reduced in run_series:
@@ -54,24 +59,22 @@ def _keys(text: str) -> list[str]:
     for raw in _split(text):
         key = normalize_key(raw)
         if key is None:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"keys: {raw!r} is not a valid metric key")
+            raise invalid(("query", "keys"), f"{raw!r} is not a valid metric key", text)
         if key not in keys:
             keys.append(key)
     if not keys or len(keys) > MAX_KEYS:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"keys: give 1 to {MAX_KEYS} comma-separated keys")
+        raise invalid(("query", "keys"), f"give 1 to {MAX_KEYS} comma-separated keys", text)
     return keys
 
 
-def _chosen_runs(session: SessionDep, runs: str | None, experiments: str | None) -> list[Run]:
+def _chosen_runs(session: SessionDep, principal: auth.Principal, runs: str | None, experiments: str | None,
+                 project: str | None) -> list[Run]:
     if (runs is None) == (experiments is None):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            "runs: give either runs=a,b or experiments=1,2 (one of them)")
+        raise invalid(("query", "runs"), "give either runs=a,b or experiments=1,2 (one of them)", runs)
     chosen: list[Run] = []
     if runs is not None:
         for run_id in _split(runs):
-            run = run_repo.get_run(session, run_id)
-            if run is None:
-                raise HTTPException(status.HTTP_404_NOT_FOUND, f"runs: no run {run_id!r}")
+            run = resolve_run(session, principal, run_id, project, field="runs")
             if run not in chosen:
                 chosen.append(run)
     else:
@@ -81,8 +84,8 @@ def _chosen_runs(session: SessionDep, runs: str | None, experiments: str | None)
                 raise HTTPException(status.HTTP_404_NOT_FOUND, f"experiments: no experiment {experiment_id}")
             chosen.extend(run_repo.runs_of_experiment(session, experiment_id))
     if not chosen or len(chosen) > MAX_RUNS:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            f"runs: the comparison needs 1 to {MAX_RUNS} runs, got {len(chosen)}")
+        raise invalid(("query", "runs" if runs is not None else "experiments"),
+                      f"the comparison needs 1 to {MAX_RUNS} runs, got {len(chosen)}", runs or experiments)
     return chosen
 
 
@@ -91,8 +94,8 @@ def _experiment_id(text: str) -> int:
         value = int(text)
     except ValueError:
         value = 0
-    if value < 1:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"experiments: {text!r} is not an experiment id")
+    if not 1 <= value <= INT32_MAX:
+        raise invalid(("query", "experiments"), f"{text!r} is not an experiment id (1 to {INT32_MAX})", text)
     return value
 
 

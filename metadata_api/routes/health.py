@@ -1,13 +1,18 @@
-"""Liveness, readiness (the database answers and is migrated) and the API's own /metrics."""
+"""Liveness, readiness (the database answers, is migrated and takes writes) and the API's own /metrics.
+
+`/readyz` is 503 while the database cannot take writes (`db.storage_check`: a SQLite file deleted or replaced,
+read-only or on a full disk; a read-only PostgreSQL), with the reason; the same faults make requests 503."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import migrations
+from ..db import storage_check, storage_problem
 
 router = APIRouter(tags=["health"])
 
@@ -17,7 +22,13 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "database unreachable or not migrated"}})
+class NotReady(BaseModel):
+    status: str = "unavailable"
+    reason: str
+
+
+@router.get("/readyz", responses={503: {"model": NotReady, "description": "database unreachable, not migrated, or "
+                                        "unable to take writes (file deleted or replaced, read-only, disk full)"}})
 def readyz(request: Request, response: Response) -> dict[str, str]:
     engine = request.app.state.engine
     try:
@@ -25,13 +36,21 @@ def readyz(request: Request, response: Response) -> dict[str, str]:
             connection.execute(text("SELECT 1"))
         revision = migrations.current_revision(engine)
     except SQLAlchemyError as error:
-        request.app.state.telemetry.db_errors.inc()
-        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-        return {"status": "unavailable", "reason": type(error).__name__}
+        return _unavailable(request, response, storage_problem(error) or type(error).__name__)
     if revision != migrations.head_revision():
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
         return {"status": "unavailable", "reason": f"database at revision {revision}, code expects head"}
+    problem = storage_check(engine)
+    if problem is not None:
+        return _unavailable(request, response, problem)
     return {"status": "ready", "revision": revision or ""}
+
+
+def _unavailable(request: Request, response: Response, reason: str) -> dict[str, str]:
+    request.app.state.telemetry.db_errors.inc()
+    response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    response.headers["Retry-After"] = "5"
+    return {"status": "unavailable", "reason": reason}
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -21,6 +21,7 @@ from starlette.requests import ClientDisconnect
 from trainmon.common.naming import normalize_key
 from trainmon.common.wire import NONFINITE_JSON
 
+from .. import errors
 from ..db import utcnow
 from ..deps import SessionDep, SettingsDep, TelemetryDep, WritableRun
 from ..models import RunStatus
@@ -29,7 +30,7 @@ from ..repositories import points as point_repo
 from ..repositories import runs as run_repo
 from ..schemas import IngestResult, MetricBatch, PointIn, metric_key_error, openapi_body, parse_json_body
 
-router = APIRouter(prefix="/api", tags=["metrics"])
+router = APIRouter(prefix="/api", tags=["metrics"], responses=errors.API)
 KIND = "metrics"
 HEARTBEAT_RESOLUTION = timedelta(seconds=1)
 
@@ -63,7 +64,8 @@ def point_rows(points: list[PointIn], now: float) -> list[point_repo.PointRow]:
 
 
 @router.post("/runs/{run_id}/metrics", response_model=IngestResult,
-             responses={413: {"description": "body over MAX_BODY_BYTES or over MAX_POINTS_PER_BATCH points"}},
+             responses={**errors.RUN_BODY,
+                        413: errors.error("body over MAX_BODY_BYTES or over MAX_POINTS_PER_BATCH points")},
              openapi_extra=openapi_body(MetricBatch))
 def ingest_metrics(body: Annotated[MetricBatch, Depends(metric_batch)], run: WritableRun, session: SessionDep,
                    settings: SettingsDep, telemetry: TelemetryDep) -> IngestResult:
@@ -71,14 +73,14 @@ def ingest_metrics(body: Annotated[MetricBatch, Depends(metric_batch)], run: Wri
         raise HTTPException(413,
                             f"points: {len(body.points)} points, at most {settings.max_points_per_batch} a batch")
     rows = point_rows(body.points, time.time())
-    if not ingest_batches.claim_batch(session, run.id, KIND, body.batch_id, len(rows)):
-        first = ingest_batches.stored_count(session, run.id, KIND, body.batch_id)
+    if not ingest_batches.claim_batch(session, run.key, KIND, body.batch_id, len(rows)):
+        first = ingest_batches.stored_count(session, run.key, KIND, body.batch_id)
         session.rollback()
         return IngestResult(accepted=first or 0, duplicate=True)
-    accepted = point_repo.upsert_points(session, run.id, rows)
+    accepted = point_repo.upsert_points(session, run.key, rows)
     now = utcnow()
     if run.status == RunStatus.RUNNING.value and now - run.last_heartbeat > HEARTBEAT_RESOLUTION:
-        run_repo.touch_heartbeat(session, run.id, now)  # a batch is a sign of life (not re-written every batch)
+        run_repo.touch_heartbeat(session, run.key, now)  # a batch is a sign of life (not re-written every batch)
     session.commit()
     telemetry.points_ingested.inc(accepted)
     return IngestResult(accepted=accepted, duplicate=False)

@@ -4,6 +4,8 @@ RUNNING runs, one target group per endpoint.
 Each target group carries `run_id`, `experiment`, `project`, `rank` (and `__metrics_path__`/`__scheme__`
 from the registered URL). The exporter puts the same run labels on its series, so the scrape job should set
 `honor_labels: true` (otherwise Prometheus renames the scraped ones to `exported_*`).
+Endpoints the exporter URL policy refuses (`services/url_policy.py`: link-local, cloud metadata, credentials),
+e.g. registered before it existed, are left out.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from fastapi import APIRouter
 from ..deps import CrashDetectorDep, PrincipalDep, SessionDep
 from ..models import Run, RunEndpoint
 from ..repositories import runs as run_repo
+from ..services.url_policy import check_exporter_url
 
 router = APIRouter(prefix="/api", tags=["service discovery"])
 
@@ -33,7 +36,11 @@ def service_discovery(session: SessionDep, principal: PrincipalDep,
 
 
 def target_group(run: Run, endpoint: RunEndpoint) -> dict[str, Any] | None:
-    """The http_sd target group of one rank's endpoint, or None when its URL has no host."""
+    """The http_sd target group of one rank's endpoint, or None when its URL has no host or breaks the policy."""
+    try:
+        check_exporter_url(endpoint.url)
+    except ValueError:
+        return None
     url = urlsplit(endpoint.url)
     if not url.hostname:
         return None

@@ -7,8 +7,11 @@
 """
 
 from .base import (
+    INT32_MAX,
+    INT64_MAX,
     METRIC_KEY_MESSAGE,
     BatchId,
+    ErrorOut,
     IngestResult,
     JsonObject,
     MetricKey,
@@ -16,14 +19,19 @@ from .base import (
     Name,
     Page,
     RunId,
+    StrictCount,
     TagKey,
     TagValue,
+    Text,
+    check_text,
+    invalid,
     metric_key_error,
     openapi_body,
     parse_json_body,
 )
 from .experiments import ExperimentDetail, ExperimentOut
 from .points import (
+    MAX_STEP,
     AlignedPoint,
     ComparedSeries,
     Comparison,
@@ -52,6 +60,7 @@ from .records import (
 from .runs import EndpointOut, Heartbeat, ParamsIn, RunCreate, RunOut, StatusChange, TagsIn
 
 __all__ = [
+    "INT32_MAX", "INT64_MAX", "MAX_STEP", "ErrorOut", "StrictCount", "Text", "check_text", "invalid",
     "METRIC_KEY_MESSAGE", "AlignedPoint", "ArtifactKind", "ArtifactOut", "BatchId", "CheckpointIn", "CheckpointOut",
     "ComparedSeries", "Comparison", "EndpointOut", "ExperimentDetail", "ExperimentLogs", "ExperimentMetrics",
     "ExperimentModels", "ExperimentOut", "Heartbeat", "IngestResult", "JsonObject", "Level", "LogBatch", "LogLineIn",

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict
+from trainmon.common.naming import MAX_KEY_LENGTH
 from trainmon.common.wire import NONFINITE_JSON
 from typing_extensions import NotRequired, TypedDict
 
-from ..models import NAME_LENGTH
 from .base import BatchId, MetricValue, Page
 
+#: the largest step a point may have (leaves room for step arithmetic in SQL within BIGINT)
+MAX_STEP = 2**62
 #: the strings that stand for non-finite values on the wire ("NaN", "Infinity", "-Infinity")
 NonFinite = Literal[tuple(NONFINITE_JSON)]  # type: ignore[valid-type]
 
@@ -20,13 +22,13 @@ class PointIn(TypedDict):
     callback per point: the ingest hot path); the route normalises `key` once per distinct key and maps the
     non-finite strings to floats."""
 
-    key: Annotated[str, Field(min_length=1, max_length=NAME_LENGTH)]
-    step: Annotated[int, Field(ge=0, le=2**62)]
+    key: Annotated[str, Field(min_length=1, max_length=MAX_KEY_LENGTH)]  # normalised by the route (NUL -> "_")
+    step: Annotated[int, Strict(), Field(ge=0, le=MAX_STEP)]
     value: Annotated[Annotated[float, Strict()] | NonFinite,
                      Field(union_mode="left_to_right",
                            description='a number, or "NaN", "Infinity", "-Infinity"')]
-    wall_time: NotRequired[Annotated[float | None, Field(ge=0, allow_inf_nan=False,
-                                                         description="unix seconds; default: server time")]]
+    wall_time: NotRequired[Annotated[Annotated[float, Strict()] | None,
+                                     Field(ge=0, allow_inf_nan=False, description="unix seconds (default: now)")]]
 
 
 class MetricBatch(BaseModel):

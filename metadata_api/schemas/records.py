@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from trainmon.common.files import MAX_NAME_BYTES, NAME_RULE
 from trainmon.common.statuses import LOG_LEVELS
 
-from .base import BatchId, JsonObject, Page
+from .base import BatchId, JsonObject, Page, StrictCount, Text
 
 #: a log line's level: one of `trainmon.common.statuses.LOG_LEVELS`
 Level = Literal[LOG_LEVELS]  # type: ignore[valid-type]
@@ -23,11 +23,11 @@ class CheckpointIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # checked by the route with `check_name` (400 naming the field), so that a path in it is a 400, not a 422
-    name: str = Field(min_length=1, max_length=MAX_NAME_BYTES, description=NAME_RULE)
-    step: int | None = Field(None, ge=0)
-    epoch: int | None = Field(None, ge=0)
-    uri: str = Field(min_length=1, max_length=2048)
-    size_bytes: int = Field(ge=0)
+    name: Text = Field(min_length=1, max_length=MAX_NAME_BYTES, description=NAME_RULE)
+    step: StrictCount | None = None
+    epoch: StrictCount | None = None
+    uri: Text = Field(min_length=1, max_length=2048)
+    size_bytes: StrictCount
     sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
     metrics: JsonObject | None = None  # non-finite values are stored as "NaN", "Infinity", "-Infinity"
 
@@ -43,6 +43,8 @@ class CheckpointOut(BaseModel):
     sha256: str
     metrics: dict[str, Any]
     created_at: datetime
+    stored: bool = Field(description="its file was uploaded (`GET .../checkpoints/{id}/file` serves it)")
+    path: str | None = Field(description="the stored file, relative to ARTIFACT_ROOT (null until uploaded)")
 
 
 class ExperimentModels(Page[CheckpointOut]):
@@ -72,7 +74,7 @@ class ArtifactOut(BaseModel):
 class LogLineIn(BaseModel):
     time: datetime
     level: Level = "INFO"
-    message: str = Field(max_length=65_536)
+    message: Text = Field(max_length=65_536)
 
     @field_validator("level", mode="before")
     @classmethod
@@ -82,7 +84,10 @@ class LogLineIn(BaseModel):
     @field_validator("time")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        try:
+            return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        except OverflowError:  # 9999-12-31T23:00:00-05:00 is past the last UTC datetime
+            raise ValueError("time: out of range once converted to UTC") from None
 
 
 class LogBatch(BaseModel):
@@ -109,7 +114,8 @@ class ExperimentLogs(Page[LogLineOut]):
 class NoteIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(min_length=1, max_length=65_536)
+    text: Text = Field(min_length=1, max_length=65_536, description="at most 65536 characters and MAX_NOTE_BYTES "
+                                                                  "bytes in UTF-8")
 
 
 class NoteOut(BaseModel):

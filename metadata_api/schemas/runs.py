@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from ..models import NAME_LENGTH, RunStatus
-from .base import JsonObject, Name, RunId, TagKey, TagValue
+from ..services.url_policy import check_exporter_url
+from .base import JsonObject, Name, RunId, StrictCount, TagKey, TagValue, Text
 
 
 class RunCreate(BaseModel):
@@ -17,13 +18,14 @@ class RunCreate(BaseModel):
     experiment: Name
     project: Name | None = None
     run_id: RunId | None = None
-    host: str | None = Field(None, max_length=NAME_LENGTH)
-    pid: int | None = Field(None, ge=0)
-    command: str | None = Field(None, max_length=65_536)
-    git_commit: str | None = Field(None, max_length=64)
-    rank: int | None = Field(None, ge=0)
-    world_size: int | None = Field(None, ge=1)
-    exporter_url: str | None = Field(None, max_length=1024, pattern=r"^https?://[^\s/]+(/\S*)?$")
+    host: Text | None = Field(None, max_length=NAME_LENGTH)
+    pid: StrictCount | None = None
+    command: Text | None = Field(None, max_length=65_536)
+    git_commit: Text | None = Field(None, max_length=64)
+    rank: StrictCount | None = None
+    world_size: Annotated[StrictCount, Field(ge=1)] | None = None
+    exporter_url: Annotated[Text | None, AfterValidator(check_exporter_url)] = Field(  # services/url_policy.py
+        None, max_length=1024, pattern=r"^https?://[^\s/]+(/\S*)?$")
     params: JsonObject | None = None
     tags: dict[TagKey, TagValue] | None = None
 

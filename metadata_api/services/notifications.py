@@ -6,7 +6,7 @@ When ENABLE_NOTIFICATIONS is true and ALERTMANAGER_URL is set (`configure(settin
 becomes an alert `TrainmonRunLifecycle` posted to Alertmanager's `/api/v2/alerts`; alertmanager/alertmanager.yml
 routes it to the `lifecycle` receiver (Slack and email), with the same templates as the Prometheus alerts.
 Posting happens on a background thread with a short timeout: a slow or dead Alertmanager never slows an API
-request; a failure is logged.
+request; a failure is logged, without the credentials ALERTMANAGER_URL may carry (`redact`).
 
 The alert holds for `HOLD` and then ends on its own (the lifecycle receiver does not send "resolved").
 """
@@ -26,6 +26,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session, object_session
 
 from ..models import Run
+from ..redact import redact, redact_url, register_url_secrets
 from ..settings import Settings
 
 log = logging.getLogger("trainmon.metadata_api.notifications")
@@ -83,6 +84,8 @@ class AlertmanagerNotifier:
     def __init__(self, alertmanager_url: str, grafana_url: str, api_url: str,
                  timeout: float = POST_TIMEOUT_SECONDS):
         self.url = alertmanager_url.rstrip("/") + "/api/v2/alerts"
+        register_url_secrets(self.url)
+        self.display_url = redact_url(self.url)  # what logs may show: no user:password@
         self.grafana_url = grafana_url
         self.api_url = api_url
         self.timeout = timeout
@@ -101,7 +104,7 @@ class AlertmanagerNotifier:
             try:
                 self.post(wanted)
             except requests.RequestException as error:
-                log.warning("lifecycle notification to %s failed: %s", self.url, error)
+                log.warning("lifecycle notification to %s failed: %s", self.display_url, redact(str(error)))
 
         thread = threading.Thread(target=send, name="trainmon-notify", daemon=True)
         thread.start()

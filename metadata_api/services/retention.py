@@ -47,7 +47,7 @@ def prune_metric_points(write_sessions: Callable[[], Session], retention_days: f
     cutoff = cutoff_time(retention_days, now)
 
     def delete_batch(session: Session) -> int:
-        rows = session.execute(select(MetricPoint.id, MetricPoint.run_id, MetricPoint.key, MetricPoint.step)
+        rows = session.execute(select(MetricPoint.id, MetricPoint.run_key, MetricPoint.key, MetricPoint.step)
                                .where(MetricPoint.wall_time < cutoff).limit(batch_size)).all()
         if rows:
             session.execute(delete(MetricPoint).where(MetricPoint.id.in_([row.id for row in rows])))
@@ -59,18 +59,18 @@ def prune_metric_points(write_sessions: Callable[[], Session], retention_days: f
 
 def _refresh_blocks(session: Session, rows: Sequence[Any]) -> None:
     """Recompute the block summaries of the series the deleted points belonged to (same transaction)."""
-    by_run: dict[str, list[tuple[str, int]]] = {}
+    by_run: dict[int, list[tuple[str, int]]] = {}
     for row in rows:
-        by_run.setdefault(row.run_id, []).append((row.key, row.step))
-    series_blocks.refresh_blocks(session.connection(), [block for run_id, points in sorted(by_run.items())
-                                                        for block in series_blocks.affected_blocks(run_id, points)])
+        by_run.setdefault(row.run_key, []).append((row.key, row.step))
+    series_blocks.refresh_blocks(session.connection(), [block for run_key, points in sorted(by_run.items())
+                                                        for block in series_blocks.affected_blocks(run_key, points)])
 
 
 def prune_ingest_batches(write_sessions: Callable[[], Session], retention_days: float, batch_size: int,
                          now: float | None = None, pause_seconds: float = 0.01) -> int:
     """Delete idempotency records created more than `retention_days` ago, `batch_size` a transaction; the count."""
     cutoff = datetime.fromtimestamp(cutoff_time(retention_days, now), timezone.utc)
-    key = (IngestBatch.run_id, IngestBatch.kind, IngestBatch.batch_id)
+    key = (IngestBatch.run_key, IngestBatch.kind, IngestBatch.batch_id)
 
     def delete_batch(session: Session) -> int:
         keys: Sequence[Any] = session.execute(select(*key).where(IngestBatch.created_at < cutoff)

@@ -37,7 +37,8 @@ def test_docs_sdk_example_runs_as_written(tmp_path: Path, api_server: ApiServer)
     printed = result.stdout.split()
     assert printed[0] == run["run_id"] and printed[1] == "COMPLETED"
     assert len(api_server.points(run["run_id"])) == 300
-    checkpoints = sorted((tmp_path / "experiments" / str(experiment["id"]) / "checkpoints").iterdir())
+    checkpoints = sorted((tmp_path / "experiments" / str(experiment["id"]) / "checkpoints" / run["run_id"]
+                          / "rank0").iterdir())
     assert [path.name for path in checkpoints] == ["checkpoint-step000000199.pt", "checkpoint-step000000299.pt"]
     with sqlite3.connect(api_server.db_path) as db:
         kinds = [kind for (kind,) in db.execute("SELECT kind FROM artifacts WHERE run_id = ?", (run["run_id"],))]

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from apiserver import require_torch
 from PIL import Image
+from trainmon.client import pending_status
 from trainmon.client.config import ClientConfig
 from trainmon.client.spool import Spool, find_spools
 from trainmon.exporter import TrainingMonitor
@@ -50,7 +51,9 @@ def test_offline_run_spools_every_event_and_point(workdir: Path) -> None:
     monitor.finish("COMPLETED")
     records = spooled(workdir)
     ops = [record["op"] for record in records]
-    assert ops[0] == "run" and ops[-1] == "status" and records[-1]["status"] == "COMPLETED"
+    assert ops[0] == "run" and "status" not in ops  # the final status waits beside the spool, for `trainmon sync`
+    (directory,) = find_spools(workdir / "spool")
+    assert pending_status.load(directory) == (monitor.run_id, "COMPLETED")
     assert records[0]["body"]["params"] == {"lr": 0.1} and records[0]["body"]["tags"] == {"team": "vision"}
     params = next(record for record in records if record["op"] == "params")["params"]
     assert params == {"lr": 0.1, "optimizer": {"name": "adam", "betas": [0.9, 0.999]}, "nan_param": "NaN"}
@@ -67,7 +70,7 @@ def test_checkpoints_pickle_when_not_torch_atomic_sha256_and_keep_last(workdir: 
     paths = [monitor.save_checkpoint({"weights": [step] * 10}, step=step, metrics={"loss": 1.0 / (step + 1)},
                                      keep_last=2) for step in range(4)]
     monitor.finish()
-    directory = workdir / "experiments" / "offline-exp" / "checkpoints"
+    directory = workdir / "experiments" / "offline-exp" / "checkpoints" / monitor.run_id / "rank0"
     assert sorted(directory.iterdir()) == paths[2:]  # keep_last=2 pruned the older ones; no temp files left
     assert pickle.loads(paths[3].read_bytes()) == {"weights": [3] * 10}  # documented format: pickle protocol 5
     registered = [record["body"] for record in spooled(workdir) if record["op"] == "checkpoint"]

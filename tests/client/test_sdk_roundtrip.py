@@ -68,8 +68,8 @@ def test_every_sdk_method_round_trips(tmp_path: Path, api_server: ApiServer, mon
     acc = api_server.get(f"/api/runs/{run_id}/metrics/val_acc")["points"]
     assert len(acc) == 50 and acc[7]["value"] == "NaN" and acc[49]["value"] == 49 / 50
 
-    # Checkpoints: files under experiments/<experiment_id>/checkpoints, keep_last=2, sha256 as registered.
-    directory = tmp_path / "experiments" / str(run["experiment_id"]) / "checkpoints"
+    # Checkpoints: files under experiments/<experiment_id>/checkpoints/<run>/rank0, keep_last=2, sha256 as registered.
+    directory = tmp_path / "experiments" / str(run["experiment_id"]) / "checkpoints" / run_id / "rank0"
     assert sorted(directory.iterdir()) == checkpoints[1:] and not checkpoints[0].exists()
     models = api_server.get(f"/api/models/{run['experiment_id']}")["items"]
     registered = {model["name"]: model for model in models}

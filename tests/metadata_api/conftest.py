@@ -2,7 +2,8 @@
 
 - `database_url`: a fresh, empty database per test (a SQLite file in tmp_path, or a new PostgreSQL database
   on the session's server, dropped afterwards).
-- `api_settings`: Settings on that database (no .env read; artifact root in tmp_path).
+- `api_settings`: Settings on that database (no .env read; artifact root in tmp_path; ALLOWED_HOSTS the
+  TestClient's `testserver`).
 - `api`: a TestClient over `create_app(api_settings)`, lifespan run (migrations applied).
 - `make_api(**overrides)`: more clients on the same database with other settings (limits, timeouts).
 - `session_factory`: write sessions on the test database, for arranging state the API cannot create.
@@ -43,7 +44,8 @@ def backend(database_url: str) -> str:
 @pytest.fixture
 def api_settings(database_url: str, tmp_path: Any) -> Settings:
     return Settings(_env_file=None, database_url=database_url, artifact_root=tmp_path / "artifact-root",
-                    crash_check_interval_seconds=3600, retention_interval_seconds=3600)
+                    crash_check_interval_seconds=3600, retention_interval_seconds=3600,
+                    allowed_hosts="testserver")  # the Host header of TestClient
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 from trainmon.metadata_api.db import make_engine, read_sessions
-from trainmon.metadata_api.models import IngestBatch, MetricPoint
+from trainmon.metadata_api.models import IngestBatch, MetricPoint, Run
 
 WRITERS, BATCHES, POINTS = 8, 15, 100
 
@@ -23,7 +23,7 @@ from trainmon.metadata_api.settings import Settings
 url, worker, batches, size, go = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), Path(sys.argv[5])
 while not go.exists():
     time.sleep(0.01)
-with TestClient(create_app(Settings(_env_file=None, database_url=url))) as api:
+with TestClient(create_app(Settings(_env_file=None, database_url=url, allowed_hosts="testserver"))) as api:
     def call(method, path, body):
         response = api.request(method, path, json=body)
         if response.status_code >= 300:
@@ -52,7 +52,8 @@ def test_eight_writer_processes_lose_nothing(tmp_path: Path) -> None:
     engine = make_engine(url)
     try:
         with read_sessions(engine)() as session:
-            rows = session.execute(select(MetricPoint.run_id, func.count()).group_by(MetricPoint.run_id))
+            rows = session.execute(select(Run.id, func.count()).join(Run, Run.key == MetricPoint.run_key)
+                                   .group_by(Run.id))
             per_run = {run_id: count for run_id, count in rows}
             batches = session.scalar(select(func.count()).select_from(IngestBatch))
     finally:

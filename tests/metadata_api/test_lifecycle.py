@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 from support.procs import wait_until
 from trainmon.metadata_api.db import utcnow
@@ -44,7 +44,7 @@ def heartbeat_of(api: TestClient, run_id: str) -> datetime:
 
 def stored_status(session_factory: sessionmaker[Session], run_id: str) -> str:
     with session_factory() as session:
-        return session.get(Run, run_id).status
+        return session.scalars(select(Run.status).where(Run.id == run_id)).one()
 
 
 def test_every_transition_is_either_applied_or_409(api: TestClient) -> None:

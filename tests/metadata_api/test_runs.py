@@ -43,16 +43,16 @@ def test_a_second_rank_joins_the_same_run(api: TestClient) -> None:
 
 def test_a_rank_that_loses_the_insert_race_joins_the_run(api: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two ranks register a new run_id at once: both read "no such run", one insert wins. The loser's insert
-    fails on the primary key; it must start over and join (200), not answer 500."""
+    fails on the unique (run id, project); it must start over and join (200), not answer 500."""
     assert api.post("/api/runs", json={"experiment": "ddp", "run_id": "together", "rank": 0}).status_code == 201
-    real_get_run = run_repo.get_run
+    real_find_runs = run_repo.find_runs
     calls = {"n": 0}
 
-    def stale_first_read(session: object, run_id: str) -> object:
+    def stale_first_read(session: object, run_id: str, *args: object, **kwargs: object) -> object:
         calls["n"] += 1
-        return None if calls["n"] == 1 else real_get_run(session, run_id)  # the read before rank 0 committed
+        return [] if calls["n"] == 1 else real_find_runs(session, run_id, *args, **kwargs)  # before rank 0 committed
 
-    monkeypatch.setattr(run_repo, "get_run", stale_first_read)
+    monkeypatch.setattr(run_repo, "find_runs", stale_first_read)
     joined = api.post("/api/runs", json={"experiment": "ddp", "run_id": "together", "rank": 1})
     assert joined.status_code == 200 and joined.json()["rank"] == 0
     assert calls["n"] >= 2

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from trainmon.common.wire import NONFINITE_JSON, json_value
 from trainmon.metadata_api import migrations
 from trainmon.metadata_api.db import encode_value, make_engine, write_sessions
-from trainmon.metadata_api.models import MetricBlock
+from trainmon.metadata_api.models import MetricBlock, Run
 from trainmon.metadata_api.reduction import SeriesPoint, bucket_count, bucket_width, m4_reduce
 from trainmon.metadata_api.repositories.series_blocks import BLOCK_STEPS, MIN_BLOCKED_WIDTH
 from trainmon.metadata_api.services.retention import prune_metric_points
@@ -172,8 +172,8 @@ def stored_blocks(session_factory: sessionmaker[Session], run_id: str, key: str)
     columns = (MetricBlock.first_step, MetricBlock.last_step, MetricBlock.count, MetricBlock.min_value,
                MetricBlock.max_value, MetricBlock.nan_step, MetricBlock.pos_inf_step, MetricBlock.neg_inf_step)
     with session_factory() as session:
-        rows = session.execute(select(MetricBlock.block, *columns)
-                               .where(MetricBlock.run_id == run_id, MetricBlock.key == key))
+        rows = session.execute(select(MetricBlock.block, *columns).join(Run, Run.key == MetricBlock.run_key)
+                               .where(Run.id == run_id, MetricBlock.key == key))
         return {block: tuple(rest) for block, *rest in rows}
 
 

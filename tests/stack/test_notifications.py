@@ -26,7 +26,7 @@ def alertmanager_url(tmp_path: Path) -> Iterator[str]:
 def _client(tmp_path: Path, **settings: object) -> TestClient:
     return TestClient(create_app(Settings(_env_file=None, database_url=f"sqlite:///{tmp_path / 'api.db'}",
                                           artifact_root=tmp_path, crash_check_interval_seconds=3600,
-                                          retention_interval_seconds=3600, **settings)))
+                                          retention_interval_seconds=3600, allowed_hosts="testserver", **settings)))
 
 
 def _lifecycle_alerts(url: str) -> list[dict]:

@@ -1,0 +1,96 @@
+"""What the dashboard reads of one run besides its series: metric keys, log lines (filtered, searched, followed),
+checkpoints and artifacts, and the new points and log lines since a cursor (the live events).
+
+Every read is an index range scan bounded by the run: keys by a skip scan of `metric_blocks` (one seek a key),
+log lines by `(run_key, time)`, new rows by the primary key (`id > cursor`, only rows written since).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from ..models import Artifact, Checkpoint, LogLine, MetricPoint, Note
+from .run_table import like_pattern
+
+MAX_KEYS = 10_000
+LEVEL_ORDER = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+# A loose index scan: the next key after each one, one seek into the (run_key, key, block) primary key each.
+_KEYS = text("""
+WITH RECURSIVE keys(key) AS (
+    SELECT MIN(key) FROM metric_blocks WHERE run_key = :run
+    UNION ALL
+    SELECT (SELECT MIN(b.key) FROM metric_blocks b WHERE b.run_key = :run AND b.key > keys.key)
+    FROM keys WHERE keys.key IS NOT NULL
+)
+SELECT key FROM keys WHERE key IS NOT NULL LIMIT :limit
+""")
+
+
+def metric_keys(session: Session, run_key: int) -> list[str]:
+    """The run's metric keys in order (at most MAX_KEYS)."""
+    return [key for (key,) in session.execute(_KEYS, {"run": run_key, "limit": MAX_KEYS})]
+
+
+def log_lines(session: Session, run_key: int, level: str | None = None, search: str | None = None,
+              after_id: int | None = None, limit: int = 500, tail: bool = False) -> list[LogLine]:
+    """The run's log lines in time order: at `level` or above, containing `search` (case-insensitive), after the
+    line `after_id` (following a log); with `tail`, the last `limit` lines instead of the first."""
+    query = select(LogLine).where(LogLine.run_key == run_key)
+    if level is not None and level in LEVEL_ORDER:
+        query = query.where(LogLine.level.in_(LEVEL_ORDER[LEVEL_ORDER.index(level):]))
+    if search:
+        query = query.where(LogLine.message.ilike(like_pattern(search), escape="\\"))
+    if after_id is not None:
+        query = query.where(LogLine.id > after_id)
+    if tail:
+        lines = list(session.scalars(query.order_by(LogLine.time.desc(), LogLine.id.desc()).limit(limit)))
+        return lines[::-1]
+    return list(session.scalars(query.order_by(LogLine.time, LogLine.id).limit(limit)))
+
+
+def notes(session: Session, run_key: int, limit: int = 200) -> list[Note]:
+    return list(session.scalars(select(Note).where(Note.run_key == run_key).order_by(Note.created_at, Note.id)
+                                .limit(limit)))
+
+
+def checkpoints(session: Session, run_key: int, limit: int = 500) -> list[Checkpoint]:
+    query = select(Checkpoint).where(Checkpoint.run_key == run_key)
+    return list(session.scalars(query.order_by(Checkpoint.step.desc().nulls_last(), Checkpoint.id.desc())
+                                .limit(limit)))
+
+
+def artifacts(session: Session, run_key: int, limit: int = 2000) -> list[Artifact]:
+    """The run's artifacts by kind, name and step (at most `limit`)."""
+    query = select(Artifact).where(Artifact.run_key == run_key)
+    return list(session.scalars(query.order_by(Artifact.kind, Artifact.name, Artifact.step, Artifact.id)
+                                .limit(limit)))
+
+
+# --- live events ---------------------------------------------------------------------------------------------
+
+
+def cursor_now(session: Session) -> tuple[int, int]:
+    """The newest metric point id and log line id (primary-key maxima): what exists before a page is shown."""
+    points = session.scalar(select(func.max(MetricPoint.id))) or 0
+    lines = session.scalar(select(func.max(LogLine.id))) or 0
+    return int(points), int(lines)
+
+
+def points_since(session: Session, run_key: int, after_id: int, limit: int) -> list[Sequence]:
+    """(id, key, step, value, special, wall_time) of the run's points written after point `after_id`, in id
+    order: a primary-key range scan over the rows written since (of every run), at most `limit` of the run's."""
+    query = (select(MetricPoint.id, MetricPoint.key, MetricPoint.step, MetricPoint.value, MetricPoint.special,
+                    MetricPoint.wall_time).where(MetricPoint.id > after_id, MetricPoint.run_key == run_key)
+             .order_by(MetricPoint.id).limit(limit))
+    return list(session.execute(query))
+
+
+def lines_since(session: Session, run_key: int, after_id: int, limit: int) -> list[tuple[int, datetime, str, str]]:
+    query = (select(LogLine.id, LogLine.time, LogLine.level, LogLine.message)
+             .where(LogLine.id > after_id, LogLine.run_key == run_key).order_by(LogLine.id).limit(limit))
+    return [tuple(row) for row in session.execute(query)]  # type: ignore[misc]

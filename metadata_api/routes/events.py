@@ -1,0 +1,141 @@
+"""Live updates of one run for the dashboard: `GET /api/runs/{run_id}/events`, server-sent events.
+
+The browser opens one `EventSource` per run page; the server checks the database every POLL_SECONDS in short
+read transactions of its own (the request's session is closed before streaming) and sends:
+- `points`: `{"series": {key: [[step, value, wall_time], ...]}}` for the points written since the cursor;
+- `logs`: `{"lines": [{id, time, level, message}, ...]}` for the new log lines;
+- `status`: `{status, end_time, last_heartbeat}` whenever one of them changes (the first one at once);
+- `reset`: more new points than one event carries (MAX_POINTS): reload the charts instead;
+and a comment every KEEPALIVE_SECONDS. Each event's `id` is the cursor `<point id>.<log line id>`; the page
+passes the cursor of the moment it was rendered (`cursor=`), and a reconnecting `EventSource` sends the last one
+it got (`Last-Event-ID`), so nothing logged in between is missed. A stream lasts at most STREAM_SECONDS (the
+browser reconnects at once, `retry`), so a server shutting down is never held up for long.
+
+Cost per connection: three primary-key lookups per poll, reading only rows written since the previous poll, and at
+most MAX_POINTS points and MAX_LINES lines per event; at most MAX_STREAMS streams per process (503 beyond).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, HTTPException, Query, Request, status
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select
+from trainmon.common.wire import json_value
+
+from ..db import decode_value
+from ..deps import ReadableRun, SessionDep
+from ..models import Run
+from ..repositories import run_views
+from ..web.rendering import iso
+
+router = APIRouter(prefix="/api", tags=["events"])
+POLL_SECONDS = 0.5
+KEEPALIVE_SECONDS = 10.0
+STREAM_SECONDS = 25.0
+MAX_POINTS = 5000
+MAX_LINES = 500
+MAX_STREAMS = 64
+
+
+def parse_cursor(text: str | None) -> tuple[int, int] | None:
+    points, _, lines = (text or "").strip().partition(".")
+    if not points.isdigit() or not lines.isdigit():
+        return None
+    return int(points), int(lines)
+
+
+@router.get("/runs/{run_id}/events", response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}}, "description": "the run's live events"},
+                       503: {"description": "too many open event streams"}})
+def run_events(request: Request, run: ReadableRun, session: SessionDep,
+               cursor: Annotated[str | None, Query(max_length=64, description="`<point id>.<log id>`")] = None,
+               last_event_id: Annotated[str | None, Header(include_in_schema=False, max_length=64)] = None,
+               ) -> StreamingResponse:
+    """Server-sent events of the run's new points, log lines and status changes (see the module docstring)."""
+    streams = getattr(request.app.state, "event_streams", None)
+    if streams is None:
+        streams = request.app.state.event_streams = [0]  # open streams (changed on the event loop only)
+    if streams[0] >= MAX_STREAMS:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "events: too many open event streams, retry",
+                            headers={"Retry-After": "5"})
+    start = parse_cursor(last_event_id) or parse_cursor(cursor) or run_views.cursor_now(session)
+    run_key = run.key
+    session.close()  # the stream reads in short transactions of its own
+    generator = _stream(request.app.state.read_sessions, run_key, start, streams)
+    return StreamingResponse(generator, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+def _event(name: str, data: Any, cursor: tuple[int, int] | None = None) -> str:
+    head = f"id: {cursor[0]}.{cursor[1]}\n" if cursor is not None else ""
+    return f"{head}event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+@dataclass
+class _Poll:
+    points: list
+    lines: list
+    state: tuple | None  # (status, end_time, last_heartbeat); None when the run is gone
+    skipped_to: tuple[int, int] | None = None  # the cursor of now, when there were too many new points
+
+
+def _poll(sessions: Any, run_key: int, cursor: tuple[int, int]) -> _Poll:
+    with sessions() as session:
+        points = run_views.points_since(session, run_key, cursor[0], MAX_POINTS + 1)
+        lines = run_views.lines_since(session, run_key, cursor[1], MAX_LINES)
+        state = session.execute(select(Run.status, Run.end_time, Run.last_heartbeat).where(Run.key == run_key)).first()
+        found = _Poll(points, lines, None if state is None else tuple(state))
+        if len(points) > MAX_POINTS:  # too far behind: skip to now, the page reloads its charts
+            found.points, found.skipped_to = [], run_views.cursor_now(session)
+    return found
+
+
+async def _stream(sessions: Any, run_key: int, cursor: tuple[int, int], streams: list[int]) -> AsyncIterator[str]:
+    streams[0] += 1
+    try:
+        yield "retry: 500\n\n"
+        deadline = time.monotonic() + STREAM_SECONDS
+        quiet_since = time.monotonic()
+        last_state = None
+        while time.monotonic() < deadline:
+            found = await asyncio.to_thread(_poll, sessions, run_key, cursor)
+            if found.state is None:
+                yield _event("status", {"status": "DELETED"}, cursor)
+                return
+            if found.skipped_to is not None:
+                cursor = (found.skipped_to[0], cursor[1])
+                yield _event("reset", {"reason": f"more than {MAX_POINTS} new points"}, cursor)
+            if found.points:
+                cursor = (found.points[-1][0], cursor[1])
+                yield _event("points", {"series": _series(found.points)}, cursor)
+            if found.lines:
+                cursor = (cursor[0], found.lines[-1][0])
+                yield _event("logs", {"lines": [{"id": i, "time": iso(t), "level": level, "message": message}
+                                                for i, t, level, message in found.lines]}, cursor)
+            if found.state != last_state:
+                last_state = found.state
+                run_status, end_time, heartbeat = found.state
+                yield _event("status", {"status": run_status, "end_time": iso(end_time) or None,
+                                        "last_heartbeat": iso(heartbeat)}, cursor)
+            if found.points or found.lines:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since > KEEPALIVE_SECONDS:
+                quiet_since = time.monotonic()
+                yield ": keepalive\n\n"
+            await asyncio.sleep(POLL_SECONDS)
+    finally:
+        streams[0] -= 1
+
+
+def _series(points: list) -> dict[str, list[list]]:
+    series: dict[str, list[list]] = {}
+    for _id, key, step, value, special, wall_time in points:
+        series.setdefault(key, []).append([step, json_value(decode_value(value, special)), wall_time])
+    return series
