@@ -24,8 +24,10 @@ RUN useradd --system --uid 10001 --user-group --home-dir /app --shell /usr/sbin/
     && chown 65534:65534 /etc/alertmanager/rendered
 USER trainmon
 
+# Bound to every address, the API needs the Host names clients use (docs/api.md); compose adds `api`.
 ENV HOST=0.0.0.0 \
     PORT=5000 \
+    ALLOWED_HOSTS=localhost,127.0.0.1,[::1] \
     ARTIFACT_ROOT=/data/artifacts
 EXPOSE 5000
 

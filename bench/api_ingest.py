@@ -67,13 +67,15 @@ def raw_round(database: Path, run_id: str, points: list, batch: int) -> float:
     connection.execute("INSERT INTO experiments (project_id, name, created_at) VALUES (?, ?, '2026-01-01') "
                        "ON CONFLICT DO NOTHING", (project_id, "raw"))
     experiment_id = connection.execute("SELECT id FROM experiments WHERE name = 'raw'").fetchone()[0]
-    connection.execute("INSERT INTO runs (id, experiment_id, status, start_time, last_heartbeat, params) "
-                       "VALUES (?, ?, 'RUNNING', '2026-01-01', '2026-01-01', '{}')", (run_id, experiment_id))
-    rows = [(run_id, k, s, *encode_value(v), w) for k, s, v, w in points]
+    run_key = connection.execute(
+        "INSERT INTO runs (id, project_id, experiment_id, status, start_time, last_heartbeat, params) "
+        "VALUES (?, ?, ?, 'RUNNING', '2026-01-01', '2026-01-01', '{}') RETURNING key",
+        (run_id, project_id, experiment_id)).fetchone()[0]
+    rows = [(run_key, k, s, *encode_value(v), w) for k, s, v, w in points]
     started = time.perf_counter()
     for start in range(0, len(rows), batch):
         connection.execute("BEGIN IMMEDIATE")
-        connection.executemany("INSERT INTO metric_points (run_id, key, step, value, special, wall_time) "
+        connection.executemany("INSERT INTO metric_points (run_key, key, step, value, special, wall_time) "
                                "VALUES (?, ?, ?, ?, ?, ?)", rows[start:start + batch])
         connection.execute("COMMIT")
     rate = len(rows) / (time.perf_counter() - started)

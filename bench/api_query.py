@@ -35,17 +35,19 @@ KEY = "loss"
 GOAL_MS = 100.0
 
 
-COLUMNS = "run_id, key, step, value, special, wall_time"
+COLUMNS = "run_key, key, step, value, special, wall_time"
 
 
 def fill(engine: Engine, points: int, spike_step: int) -> None:
     """Write the series straight into the API's table (the ingest path has its own bench), then its block
     summaries in one statement, as ingest keeps them."""
     rng = random.Random(1)
+    with engine.connect() as connection:  # the internal key of the run the API registered
+        run_key = connection.execute(text("SELECT key FROM runs WHERE id = :id"), {"id": RUN_ID}).scalar_one()
     rows = []
     for step in range(points):
         value = 50.0 if step == spike_step else 2.0 * math.exp(-step / (points / 5)) + rng.gauss(0, 0.05)
-        rows.append((RUN_ID, KEY, step, value, 0, 1.7e9 + step * 0.01))
+        rows.append((run_key, KEY, step, value, 0, 1.7e9 + step * 0.01))
     connection = engine.raw_connection()
     try:
         cursor = connection.cursor()
@@ -61,13 +63,14 @@ def fill(engine: Engine, points: int, spike_step: int) -> None:
     finally:
         connection.close()
     with engine.begin() as connection:  # the block summaries ingest would have kept (see series_blocks)
-        rebuild_series_blocks(connection, RUN_ID, KEY)
+        rebuild_series_blocks(connection, run_key, KEY)
         if engine.dialect.name == "postgresql":
             connection.exec_driver_sql("ANALYZE metric_blocks")
 
 
 def floor_ms(engine: Engine, repeats: int) -> float:
-    query = text("SELECT count(*), min(value) FROM metric_points WHERE run_id = :run AND key = :key")
+    query = text("SELECT count(*), min(value) FROM metric_points p JOIN runs r ON r.key = p.run_key "
+                 "WHERE r.id = :run AND p.key = :key")
     timings = []
     with engine.connect() as connection:
         for _ in range(repeats):

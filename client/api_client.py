@@ -8,6 +8,7 @@ Writes are typed records (`trainmon.client.records`), each sending itself throug
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import math
@@ -17,6 +18,11 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
+
+try:
+    import orjson
+except ImportError:  # pragma: no cover - orjson is a dependency; the stdlib still works without it
+    orjson = None  # type: ignore[assignment]
 
 DEFAULT_TIMEOUT = (3.05, 10.0)
 MAX_RETRY_AFTER = 600.0
@@ -64,7 +70,7 @@ class ApiClient:
                 files: Any = None, data: Any = None, timeout: float | tuple[float, float] | None = None) -> Any:
         """One call; the decoded JSON answer (None for 204). Raises ApiUnavailable or ApiError."""
         url = f"{self.base_url}{path}"
-        body = None if json_body is None else json.dumps(json_body, allow_nan=False).encode()
+        body = None if json_body is None else encode_json(json_body)
         headers = {"Content-Type": "application/json"} if body is not None else None
         try:
             response = self.session.request(method, url, data=body if body is not None else data, params=params,
@@ -120,6 +126,16 @@ class ApiClient:
 
     def compare(self, **params: Any) -> Any:
         return self.request("GET", "/api/compare", params=params)
+
+
+def encode_json(data: Any) -> bytes:
+    """A request body as JSON. Every record encodes non-finite floats by the wire contract first (``"NaN"``,
+    ``"Infinity"``), so there are none left here; orjson (about 10x faster on metric batches, whose cost is mostly
+    formatting floats) when installed, else the stdlib, which refuses a stray NaN."""
+    if orjson is not None:
+        with contextlib.suppress(TypeError):  # a type orjson does not serialise: the stdlib decides, and names it
+            return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)
+    return json.dumps(data, allow_nan=False).encode()
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:

@@ -21,7 +21,7 @@ from .spool import DEFAULT_MAX_BYTES
 MODES = ("online", "offline", "disabled")
 #: settings resolved from arguments and TRAINMON_* variables (trainmon.common.settings.SETTINGS)
 RESOLVED = ("api_url", "api_token", "mode", "spool_dir", "checkpoint_root", "upload_checkpoints", "grafana_url",
-            "flush_timeout", "heartbeat_interval")
+            "flush_timeout", "heartbeat_interval", "capture_context")
 
 
 def default_spool_dir() -> Path:
@@ -46,6 +46,7 @@ class ClientConfig:
     grafana_url: str = "http://127.0.0.1:3000"
     flush_timeout: float = 30.0
     heartbeat_interval: float = 5.0
+    capture_context: bool = True
     batch_points: int = 5000
     batch_interval: float = 1.0
     queue_points: int = 100_000

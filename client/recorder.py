@@ -29,6 +29,7 @@ from trainmon.common.wire import Point, json_safe
 from . import pending_status
 from .api_client import ApiClient
 from .config import ClientConfig, default_spool_dir
+from .context import capture_context
 from .delivery import Outcome, deliver
 from .records import Record, RegisterRun, SetStatus
 from .shipper import Shipper
@@ -101,13 +102,17 @@ class RunRecorder:
 
     def _run_body(self, host: str | None, exporter_url: str | None) -> dict[str, Any]:
         config = self.config
+        # git state, command, versions, GPUs (client/context.py); opt out: TRAINMON_CAPTURE_CONTEXT=false
+        context = capture_context(world_size=self.world_size) if config.capture_context else None
         body = {
             "experiment": self.experiment, "project": self.project, "run_id": self.run_id,
             "host": host or socket.gethostname(), "pid": os.getpid(), "command": " ".join(sys.argv)[:65_536],
-            "git_commit": _git_commit(), "rank": self.rank, "world_size": self.world_size,
+            "git_commit": (context or {}).get("git", {}).get("commit") or _git_commit(), "rank": self.rank,
+            "world_size": self.world_size,
             "exporter_url": exporter_url,
             "params": dict(self.params) or None,  # a copy: log_params updates self.params later
             "tags": {str(k): str(v) for k, v in (config.tags or {}).items()} or None,
+            "context": context,
         }  # no project: the token's (or the default)
         return {key: value for key, value in body.items() if value is not None}
 

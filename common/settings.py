@@ -104,6 +104,7 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     _s("grafana_url", "http://127.0.0.1:3000", parse_str, "Grafana base URL used in compare links"),
     _s("flush_timeout", 30.0, parse_float, "seconds finish() waits for delivery"),
     _s("heartbeat_interval", 5.0, parse_float, "seconds between heartbeats to the API"),
+    _s("capture_context", True, parse_bool, "record the run context at start (git, command, versions, GPUs)"),
 )}
 
 #: variables read outside `resolve` (run identity), listed here so that every TRAINMON_* name has one home

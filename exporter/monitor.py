@@ -24,6 +24,7 @@ from .distributed import Topology, detect_topology
 from .distributed import resolve_run_id as resolve_topology_run_id
 from .exit_hooks import FinishOnExit
 from .health import HealthCollector, HealthCounters
+from .phases import Phase, PhaseCollector
 from .push import Pusher
 from .sampler import Sampler
 from .server import MetricsServer, serve_metrics
@@ -67,7 +68,8 @@ class TrainingMonitor(RunMethods):
                  push_job: str = _, buffer_size: int = DEFAULT_BUFFER_SIZE, handle_signals: bool = True,
                  env: Mapping[str, str] | None = None, api_url: str | None = _, api_token: str | None = _,
                  mode: str = _, spool_dir: str | None = _, params: Mapping[str, object] | None = None,
-                 tags: Mapping[str, object] | None = None, resume: str | bool | None = None):
+                 tags: Mapping[str, object] | None = None, resume: str | bool | None = None,
+                 capture_context: bool = _):
         if not isinstance(experiment_name, str) or not experiment_name.strip():
             raise ValueError(f"experiment_name must be a non-empty string, got {experiment_name!r}")
         if batch_size is not None and (type(batch_size) is not int or batch_size <= 0):  # checked before binding
@@ -107,7 +109,7 @@ class TrainingMonitor(RunMethods):
         # The metadata API side (trainmon.client): run registration, points via the sink, records, final status.
         self.recorder = RunRecorder(
             ClientConfig.resolve(env, api_url=api_url, api_token=api_token, mode=mode, spool_dir=spool_dir,
-                                 params=params, tags=tags, resume=resume),
+                                 params=params, tags=tags, resume=resume, capture_context=capture_context),
             experiment=experiment_name, run_id=self.run_id, project=self.project_name, rank=self.topology.rank,
             world_size=self.topology.world_size, exporter_url=self.metrics_url, on_drop=self.counters.count_dropped,
             on_checkpoint=self.training.record_checkpoint, on_reject=self.counters.count_rejected)
@@ -117,9 +119,10 @@ class TrainingMonitor(RunMethods):
         self.sampled = build_sampled_collectors(
             self.run_labels, gpu=self.config.gpu, system=self.config.system, local_rank=self.topology.local_rank,
             local_world_size=self.topology.local_world_size, nvml_source=nvml_source, psutil_source=psutil_source)
+        self.phases = PhaseCollector(self.run_labels)
         self.health = HealthCollector(self.run_labels, self.counters, [self.training, *self.sampled],
                                       lambda: self.training.last_buffered)
-        collectors = [self.training, *self.sampled, self.health]
+        collectors = [self.training, self.phases, *self.sampled, self.health]
         for collector in collectors:
             self.registry.register(collector)
 
@@ -173,6 +176,14 @@ class TrainingMonitor(RunMethods):
         """strict=True: validate eagerly, raising ValueError for a name or value the default path rejects."""
         TrainingCollector.validate(metrics, step)
         self._append((dict(metrics), step, _time(), self._next_seq(), samples, tokens))
+
+    def phase(self, name: str, *, waiting: bool = False) -> Phase:
+        """``with monitor.phase("forward"): ...`` adds the block's wall time to ``trainmon_phase_seconds{phase}``.
+
+        Mark time spent waiting for other ranks (collectives, barriers) with ``waiting=True`` (or a name starting
+        with ``wait``/``sync``/``comm``/``barrier``/``allreduce``): the straggler alert compares each rank's
+        compute time per step, which synchronous training does not even out."""
+        return self.phases.phase(name, waiting)
 
     def flush(self) -> None:
         """Aggregate everything logged so far now (also hands points to the sink)."""

@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import auth, errors, migrations
 from .db import make_engine, read_sessions, write_sessions
@@ -23,20 +23,43 @@ from .logging import configure_logging, install_redaction
 from .middleware import BodyLimitMiddleware, RequestMetricsMiddleware
 from .ratelimit import RateLimitMiddleware
 from .redact import redact, register_settings
-from .security import (ContentTypeMiddleware, CrossSiteWriteMiddleware, HostAllowlistMiddleware,
-                       SecurityHeadersMiddleware, allowed_hosts)
-from .routes import artifacts, checkpoints, compare, experiments, health, logs, notes, points, runs, sd, series
+from .routes import (
+    artifacts,
+    checkpoints,
+    compare,
+    events,
+    experiments,
+    health,
+    logs,
+    notes,
+    pages,
+    points,
+    run_data,
+    runs,
+    sd,
+    series,
+)
+from .security import (
+    ContentTypeMiddleware,
+    CrossSiteWriteMiddleware,
+    HostAllowlistMiddleware,
+    SecurityHeadersMiddleware,
+    allowed_hosts,
+)
 from .services import lifecycle, notifications, url_policy
 from .services.retention import retention_job
 from .settings import Settings, get_settings
 from .telemetry import ApiMetrics
+from .web.assets import mount_assets
+from .web.compression import ChartDataGZip
 
 log = logging.getLogger("trainmon.metadata_api.app")
 
 # Routers the app includes; add a resource's router here. Every router under /api has prefix="/api" and declares
 # full resource paths ("/runs/{run_id}/notes"); `health` serves top-level paths (/healthz, /readyz, /metrics).
 ROUTERS = [health.router, runs.router, points.router, experiments.router, sd.router,
-           series.router, compare.router, notes.router, logs.router, checkpoints.router, artifacts.router]
+           series.router, compare.router, notes.router, logs.router, checkpoints.router, artifacts.router,
+           events.router, run_data.router, pages.router]  # the last three: the dashboard (web/)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -61,9 +84,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     install_docs(app)
+    mount_assets(app)
     # The last added runs first: security headers on every answer, metrics, Host allowlist, cross-site writes,
     # content type, rate limits (refused requests cost no budget), body size.
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes, artifact_limit=settings.max_artifact_bytes)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes, artifact_limit=settings.max_artifact_bytes,
+                       checkpoint_limit=settings.max_checkpoint_bytes)
+    app.add_middleware(ChartDataGZip)  # the dashboard charts' reduced series only (web/compression.py)
     app.add_middleware(RateLimitMiddleware, auth_failures_per_minute=settings.auth_failures_per_minute,
                        writes_per_minute=settings.writes_per_minute)
     app.add_middleware(ContentTypeMiddleware)
@@ -74,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(SQLAlchemyError, _database_error)
     app.add_exception_handler(RequestValidationError, errors.validation_error)
     app.add_exception_handler(StarletteHTTPException, errors.http_error)
+    errors.document(app)
     return app
 
 
@@ -118,12 +145,12 @@ async def _database_error(request: Request, error: Exception) -> JSONResponse:
 
 
 def serve(settings: Settings, insecure: bool = False) -> None:
-    """Run the API under uvicorn on settings.host:settings.port, refusing an unsafe bind (BindNotAllowed)."""
+    """Run the API under uvicorn on settings.host:settings.port, refusing an unsafe bind (BindNotAllowed; then
+    HostsNotConfigured from `create_app` for a bind to every address without ALLOWED_HOSTS)."""
     import uvicorn
 
     configure_logging(settings.log_level)
     register_settings(settings)
-    allowed_hosts(settings)  # HostsNotConfigured before anything starts
     engine = make_engine(settings.database_url, settings.sqlite_busy_timeout_ms)
     try:
         if settings.auto_migrate:

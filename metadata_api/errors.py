@@ -9,8 +9,8 @@ own check raises `schemas.invalid(...)`, never an HTTPException with a 422 strin
 - `database_error`: storage unusable (`db.storage_problem`: the SQLite file deleted, replaced or read-only, a
   full disk, the schema missing) or busy/unreachable -> 503 with Retry-After, which the SDK retries, so nothing
   it was told is stored gets lost; any other database error -> 500 `database error: <class>`;
-- the `responses=` dicts routes declare, by kind: `API` (every `/api` router: Host, token, rate limit,
-  database), `BODY` (routes that take a body), `RUN`/`EXPERIMENT` (routes naming one), `LIMITS` (per-run limits).
+- `document(app)`: the OpenAPI document states, for every operation, the errors of its kind (Host, token, rate
+  limit, database; body size and type; unknown run or id), so that routes declare only their own (`error(...)`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import logging
 import math
 from typing import Any
 
-from fastapi import Request
+from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -75,37 +75,76 @@ def database_answer(exc: Exception) -> tuple[int, str, dict[str, str] | None]:
     return 500, f"database error: {name}", None
 
 
-def error(description: str, **headers: str) -> dict[str, Any]:
-    answer: dict[str, Any] = {"model": ErrorOut, "description": description}
-    if headers:
-        answer["headers"] = {name: {"description": text, "schema": {"type": "integer"}}
-                             for name, text in headers.items()}
-    return answer
+def error(description: str) -> dict[str, Any]:
+    """A route's own `responses=` entry for an error with this description (`{detail}` body)."""
+    return {"model": ErrorOut, "description": description}
 
 
-_RETRY = "seconds to wait before retrying"
-#: every `/api` router: what any request may meet before or besides its route's own answers
-API: dict[int | str, dict[str, Any]] = {
-    400: error("a Host header this API does not answer to (ALLOWED_HOSTS), or a body that is not JSON or not "
-                "UTF-8"),
-    401: error("a token is required (Authorization: Bearer <token>) and none or an unknown one was given"),
-    403: error("the token may not do this (another project's, or a read token writing), or a cross-site write "
-                "from a browser"),
-    429: error("too many failed authentications from this address, or writes over WRITES_PER_MINUTE",
-                **{"Retry-After": _RETRY}),
-    503: error("the database is busy, unreachable, or its storage is unusable (file deleted or replaced, "
-                "read-only, disk full): retry later", **{"Retry-After": _RETRY}),
-}
-#: routes that take a request body
-BODY: dict[int | str, dict[str, Any]] = {
-    413: error("request body over MAX_BODY_BYTES"),
-    415: error("a body that is not application/json (artifact uploads: multipart/form-data)"),
-}
-#: routes whose path names a run (`deps.resolve_run`)
-RUN: dict[int | str, dict[str, Any]] = {
-    404: error("no run with this run_id (in the token's project, or `project`)"),
-    409: error("the run id exists in several projects: give `project`"),
-}
-#: routes that write to a run
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
+_HOST = "a Host header this API does not answer to (ALLOWED_HOSTS)"
+#: (code, description, headers) by kind of operation; what an operation declares itself wins
+_EVERY = [(400, _HOST, None)]
+_API = [(401, "a token is required (Authorization: Bearer <token>) and none or an unknown one was given", None),
+        (403, "the token may not do this (another project's, or a read token writing), or a cross-site write from "
+              "a browser", None),
+        (429, "too many failed authentications from this address, or writes over WRITES_PER_MINUTE", _RETRY_AFTER),
+        (503, "the database is busy, unreachable, or its storage is unusable (file deleted or replaced, read-only, "
+              "disk full): retry later", _RETRY_AFTER)]
+_BODY = [(400, f"{_HOST}, or a body that is not JSON or not UTF-8 (or an incomplete one)", None),
+         (413, "request body over MAX_BODY_BYTES (artifact uploads: MAX_ARTIFACT_BYTES)", None),
+         (415, "a body that is not application/json (uploads: multipart/form-data)", None)]
+_NAMED = [(404, "nothing with the id(s) the path gives", None)]
+_RUN = [(404, "no run with this run_id (in the token's project, or `project`), or nothing with the path's other "
+              "ids", None),
+        (409, "the run id exists in several projects: give `project`", None)]
+
+
+
+def _declared(kinds: list[tuple[int, str, dict[str, Any] | None]]) -> dict[int | str, dict[str, Any]]:
+    return {code: {**error(description), **({"headers": headers} if headers else {})}
+            for code, description, headers in kinds}
+
+
+#: the same kinds as `responses=` dicts, for a router or route that states them itself (`document` adds them anyway)
+API = _declared(_EVERY + _API)
+BODY = _declared(_BODY)
+RUN = _declared(_RUN)
+EXPERIMENT = _declared(_NAMED)
 RUN_BODY = {**BODY, **RUN}
-EXPERIMENT: dict[int | str, dict[str, Any]] = {404: error("no experiment with this id")}
+
+
+def document(app: FastAPI) -> None:
+    """Complete `app`'s OpenAPI document with the answers every operation of a kind can give (`_EVERY`, `_API`
+    for `/api`, `_BODY` for one that takes a body, `_NAMED`/`_RUN` for one whose path names something), each an
+    `ErrorOut`, so that a route states only its own answers and a new route cannot forget these."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            _complete(generate())
+        assert app.openapi_schema is not None
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _complete(schema: dict[str, Any]) -> None:
+    schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+    schemas.setdefault("ErrorOut", ErrorOut.model_json_schema())
+    content = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
+    for path, operations in schema.get("paths", {}).items():
+        for operation in operations.values():
+            kinds = list(_EVERY)
+            if path.startswith("/api/"):
+                kinds += _API
+            if "requestBody" in operation:
+                kinds += _BODY
+            kinds += _RUN if "{run_id}" in path else _NAMED if "{" in path else []
+            generic = {str(code): (description, headers) for code, description, headers in kinds}  # last one wins
+            answers = operation.setdefault("responses", {})
+            for code, (description, headers) in generic.items():
+                answer = {"description": description, "content": content, **({"headers": headers} if headers else {})}
+                if code not in answers:
+                    answers[code] = answer
+                elif code == "400":  # a route's own 400 keeps its words and gains the Host case
+                    answers[code]["description"] = f"{answers[code].get('description', '')}; or {description}"

@@ -4,6 +4,7 @@ browser and host rules are in `security.py`, rate limits in `ratelimit.py`."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -11,23 +12,31 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .telemetry import ApiMetrics
 
+CHECKPOINT_FILE_PATH = re.compile(r"^/api/runs/[^/]+/checkpoints/[^/]+/file/?$")
+MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around an uploaded file
+
 
 class BodyLimitMiddleware:
     """Answer 413 when a request body exceeds its limit (`Content-Length`, or counted while streaming).
 
-    Artifact uploads (paths ending in `/artifacts`) get `artifact_limit`; everything else `limit`.
+    Artifact uploads (paths ending in `/artifacts`) get `artifact_limit`; checkpoint file uploads
+    (`.../checkpoints/{id}/file`) `checkpoint_limit` plus MULTIPART_OVERHEAD (the route limits the file itself);
+    everything else `limit`.
     """
 
-    def __init__(self, app: ASGIApp, limit: int, artifact_limit: int):
+    def __init__(self, app: ASGIApp, limit: int, artifact_limit: int, checkpoint_limit: int | None = None):
         self.app = app
         self.limit = limit
         self.artifact_limit = artifact_limit
+        self.checkpoint_limit = limit if checkpoint_limit is None else checkpoint_limit + MULTIPART_OVERHEAD
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         limit = self.artifact_limit if scope["path"].rstrip("/").endswith("/artifacts") else self.limit
+        if CHECKPOINT_FILE_PATH.match(scope["path"]):
+            limit = self.checkpoint_limit
         declared = _content_length(scope)
         if declared is not None and declared > limit:
             await _too_large(send, limit)

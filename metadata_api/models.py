@@ -116,6 +116,7 @@ class Run(Base):
     world_size: Mapped[int | None] = mapped_column(BigInteger)
     exporter_url: Mapped[str | None] = mapped_column(String(1024))
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    context: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # git, command, versions, GPUs (0005)
 
     experiment: Mapped[Experiment] = relationship(back_populates="runs")
     tags: Mapped[list[RunTag]] = relationship(back_populates="run", passive_deletes=True, order_by="RunTag.key",

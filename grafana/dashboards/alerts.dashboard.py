@@ -2,7 +2,7 @@
 
 from trainmon_panels import dashboard, experiment_variable, prom, run_variable, stat, table, timeseries
 
-ALERTS = 'ALERTS{experiment=~"$experiment", run_id=~"$run_id"}'
+ALERTS = 'ALERTS{cluster=~"$cluster", experiment=~"$experiment", run_id=~"$run_id"}'
 
 dashboard = dashboard(
     uid="trainmon-alerts",
@@ -20,7 +20,7 @@ dashboard = dashboard(
                                {"id": "organize", "options": {"excludeByName": {"Time": True, "Value": True,
                                                                                 "__name__": True}}}],
               width=24, height=8),
-        timeseries("Alerts over time", prom(f"count by (alertname, alertstate, run_id) ({ALERTS})",
+        timeseries("Alerts over time", prom(f"count by (cluster, alertname, alertstate, run_id) ({ALERTS})",
                                             "{{alertname}} {{alertstate}} {{run_id}}"), width=24),
     ],
 )

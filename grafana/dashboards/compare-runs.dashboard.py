@@ -16,11 +16,12 @@ from trainmon_panels import (
     timeseries,
 )
 
-# Long format (step, value, run_id) split into one series per run for the Trend panel.
+# Long format (step, value, run_id) split into one series per run for the Trend panel. Rows reference runs by
+# their internal key (runs.key); runs.id is the run id the exporter labels carry.
 BY_STEP_SQL = (
-    "SELECT m.step AS step, m.value AS value, m.run_id AS run_id\n"
-    "FROM metric_points m\n"
-    "WHERE m.run_id IN ($run_id) AND m.key = '$key' AND m.value IS NOT NULL\n"
+    "SELECT m.step AS step, m.value AS value, r.id AS run_id\n"
+    "FROM metric_points m JOIN runs r ON r.key = m.run_key\n"
+    "WHERE r.id IN ($run_id) AND m.key = '$key' AND m.value IS NOT NULL\n"
     "ORDER BY m.step")
 
 dashboard = dashboard(
@@ -36,12 +37,12 @@ dashboard = dashboard(
               transformations=[{"id": "partitionByValues", "options": {"fields": ["run_id"], "keepFields": False}}],
               gridPos=GridPos(h=10, w=24, x=0, y=0)),
         table("$key per run", sql(
-            "SELECT m.run_id, count(*) AS points, max(m.step) AS last_step, min(m.value) AS min_value,\n"
+            "SELECT r.id AS run_id, count(*) AS points, max(m.step) AS last_step, min(m.value) AS min_value,\n"
             "  max(m.value) AS max_value,\n"
             "  (array_agg(m.value ORDER BY m.step DESC))[1] AS last_value\n"
-            "FROM metric_points m\n"
-            "WHERE m.run_id IN ($run_id) AND m.key = '$key' AND m.value IS NOT NULL\n"
-            "GROUP BY m.run_id ORDER BY m.run_id")),
+            "FROM metric_points m JOIN runs r ON r.key = m.run_key\n"
+            "WHERE r.id IN ($run_id) AND m.key = '$key' AND m.value IS NOT NULL\n"
+            "GROUP BY r.key, r.id ORDER BY r.id")),
         table("Parameters", sql(
             "SELECT r.id AS run_id, e.name AS experiment, r.status, r.params::text AS params\n"
             "FROM runs r JOIN experiments e ON e.id = r.experiment_id\n"

@@ -20,16 +20,16 @@ dashboard = dashboard(
     description="Loss and logged metrics, step rate, throughput, status and checkpoints of the selected runs.",
     variables=[experiment_variable(), run_variable(), key_variable(multi=True)],
     panels=[
-        run_stat("Current step", f"max by (run_id) (trainmon_step{{{RUN}}})", decimals=0),
-        run_stat("Epoch", f"max by (run_id) (trainmon_epoch{{{RUN}}})", decimals=0),
+        run_stat("Current step", f"max by (cluster, run_id) (trainmon_step{{{RUN}}})", decimals=0),
+        run_stat("Epoch", f"max by (cluster, run_id) (trainmon_epoch{{{RUN}}})", decimals=0),
         run_stat("Steps/s", f"run:trainmon_steps:rate1m{{{RUN}}}", decimals=2),
-        run_stat("Time since last step", f"time() - max by (run_id) (trainmon_last_log_timestamp_seconds{{{RUN}}})",
+        run_stat("Time since last step", f"time() - max by (cluster, run_id) (trainmon_last_log_timestamp_seconds{{{RUN}}})",
                  unit="s",
                  description="Seconds since the last log_metrics call; TrainmonTrainingStalled fires after 10 "
                              "minutes."),
-        run_stat("Checkpoints", f"sum by (run_id) (trainmon_checkpoints_total{{{RUN}}})", decimals=0),
+        run_stat("Checkpoints", f"sum by (cluster, run_id) (trainmon_checkpoints_total{{{RUN}}})", decimals=0),
         run_stat("Since last checkpoint",
-                 f"time() - max by (run_id) (trainmon_last_checkpoint_timestamp_seconds{{{RUN}}})", unit="s"),
+                 f"time() - max by (cluster, run_id) (trainmon_last_checkpoint_timestamp_seconds{{{RUN}}})", unit="s"),
         table("Run status (metadata DB)", sql(
             "SELECT r.id AS run_id, e.name AS experiment, r.status, r.start_time, r.end_time, r.host,"
             " r.world_size, r.git_commit\n"
@@ -51,7 +51,7 @@ dashboard = dashboard(
                    prom(f'trainmon_metric_window_min{{{RUN}, key=~"$key"}}', "min {{run_id}} {{key}}", ref="B"),
                    description="Max/min over the exporter's trailing window: spikes between scrapes show here."),
         timeseries("Non-finite values logged",
-                   prom("sum by (run_id, key, kind) "
+                   prom("sum by (cluster, run_id, key, kind) "
                         f"(increase(trainmon_metric_nonfinite_total{{{RUN}}}[$__rate_interval]))",
                         "{{run_id}} {{key}} {{kind}}")),
         row("Speed"),
@@ -62,7 +62,8 @@ dashboard = dashboard(
         timeseries("Step time (mean per rank)",
                    prom(f"rank:trainmon_step_duration_seconds:mean1m{{{RUN}}}", "{{run_id}} r{{rank}}"), unit="s"),
         table("Checkpoints (metadata DB)", sql(
-            "SELECT c.run_id, c.name, c.step, c.epoch, c.size_bytes, c.uri, c.created_at\n"
-            "FROM checkpoints c WHERE c.run_id IN ($run_id)\nORDER BY c.created_at DESC LIMIT 50")),
+            "SELECT r.id AS run_id, c.name, c.step, c.epoch, c.size_bytes, c.uri, c.created_at\n"
+            "FROM checkpoints c JOIN runs r ON r.key = c.run_key WHERE r.id IN ($run_id)\n"
+            "ORDER BY c.created_at DESC LIMIT 50")),
     ],
 )

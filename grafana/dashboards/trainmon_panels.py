@@ -29,8 +29,10 @@ from grafanalib.core import (
 PROMETHEUS = {"type": "prometheus", "uid": "trainmon-prometheus"}
 POSTGRES = {"type": "grafana-postgresql-datasource", "uid": "trainmon-postgres"}
 
-# Label matchers every run-scoped Prometheus query starts with.
-RUN = 'experiment=~"$experiment", run_id=~"$run_id"'
+# Label matchers every run-scoped Prometheus query starts with. `cluster` is the external label each cluster's
+# Prometheus adds when it is federated or remote-writes to a global one (prometheus/federation/); on a cluster's own
+# Prometheus the label does not exist and the variable's "All" (.*) matches its absence.
+RUN = 'cluster=~"$cluster", experiment=~"$experiment", run_id=~"$run_id"'
 WIDTH = 24
 
 
@@ -59,14 +61,21 @@ def query_variable(name: str, query: str, label: str, multi: bool = False, inclu
                     allValue=".*" if include_all else None, refresh=2, sort=1, default="")
 
 
+def cluster_variable() -> Template:
+    """`$cluster`: the clusters whose runs a global Prometheus holds (All: every one, or none on a cluster's own)."""
+    return query_variable("cluster", "label_values(trainmon_run_info, cluster)", "Cluster", multi=True,
+                          include_all=True)
+
+
 def experiment_variable(multi: bool = False) -> Template:
-    return query_variable("experiment", "label_values(trainmon_run_info, experiment)", "Experiment", multi=multi,
-                          include_all=multi)
+    return query_variable("experiment", 'label_values(trainmon_run_info{cluster=~"$cluster"}, experiment)',
+                          "Experiment", multi=multi, include_all=multi)
 
 
 def run_variable(multi: bool = True) -> Template:
-    return query_variable("run_id", 'label_values(trainmon_run_info{experiment=~"$experiment"}, run_id)', "Run",
-                          multi=multi, include_all=False)
+    return query_variable("run_id",
+                          'label_values(trainmon_run_info{cluster=~"$cluster", experiment=~"$experiment"}, run_id)',
+                          "Run", multi=multi, include_all=False)
 
 
 def run_label_variable(name: str, metric: str, label: str, title: str, multi: bool = False,
@@ -90,7 +99,8 @@ def timeseries(title: str, *targets: Target, unit: str = "", description: str = 
 
 def stat(title: str, target: Target, unit: str = "", description: str = "", width: int = 4,
          decimals: int | None = None) -> Stat:
-    return Stat(title=title, targets=[target], format=unit, description=description, dataSource=PROMETHEUS,
+    source = POSTGRES if isinstance(target, SqlTarget) else PROMETHEUS
+    return Stat(title=title, targets=[target], format=unit, description=description, dataSource=source,
                 reduceCalc="lastNotNull", decimals=decimals, gridPos=GridPos(h=4, w=width, x=0, y=0))
 
 
@@ -149,10 +159,11 @@ def layout(panels: Iterable[Panel]) -> list[Panel]:
 
 def dashboard(uid: str, title: str, description: str, variables: Sequence[Template],
               panels: Iterable[Panel], time_from: str = "now-6h") -> Dashboard:
-    """A dashboard with a stable uid, 30 s refresh and the trainmon tag; panel ids assigned in order."""
+    """A dashboard with a stable uid, 30 s refresh and the trainmon tag; panel ids assigned in order. The
+    `cluster` variable comes first on every dashboard."""
     # A "trainmon" dropdown on every dashboard that opens the others with the same runs and time range.
     links = [DashboardLink(title="trainmon", type="dashboards", tags=["trainmon"], asDropdown=True,
                            includeVars=True, keepTime=True)]
     return Dashboard(uid=uid, title=title, description=description, tags=["trainmon"], refresh="30s", links=links,
-                     timezone="browser", time=Time(time_from, "now"), templating=Templating(list=list(variables)),
+                     timezone="browser", time=Time(time_from, "now"), templating=Templating(list=[cluster_variable(), *variables]),
                      panels=layout(panels), sharedCrosshair=True, schemaVersion=39).auto_panel_ids()

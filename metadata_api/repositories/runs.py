@@ -70,6 +70,13 @@ def drop_endpoints_from_rank(session: Session, run_key: int, first_rank: int) ->
                     .execution_options(synchronize_session=False))
 
 
+def drop_endpoint(session: Session, run_key: int, rank: int) -> bool:
+    """Forget one rank's endpoint (a rank that finished leaves discovery); whether there was one."""
+    result = session.execute(delete(RunEndpoint).where(RunEndpoint.run_key == run_key, RunEndpoint.rank == rank)
+                             .execution_options(synchronize_session=False))
+    return bool(result.rowcount)
+
+
 def add_run(session: Session, run: Run) -> Run:
     session.add(run)
     session.flush()

@@ -29,7 +29,7 @@ from ..schemas.base import check_json_object, text_problem
 from ..services import artifact_store, limits
 from .experiments import Limit, Offset
 
-router = APIRouter(prefix="/api", tags=["artifacts"], responses=errors.API)
+router = APIRouter(prefix="/api", tags=["artifacts"])
 
 
 def artifact_out(artifact: Artifact, run_id: str) -> ArtifactOut:
@@ -40,8 +40,8 @@ def artifact_out(artifact: Artifact, run_id: str) -> ArtifactOut:
 
 
 @router.post("/runs/{run_id}/artifacts", response_model=ArtifactOut, status_code=status.HTTP_201_CREATED,
-             responses={**errors.RUN_BODY,
-                        200: {"description": "replaced the artifact of the same name and step"},
+             responses={
+                        200: {"model": ArtifactOut, "description": "replaced the artifact of the same name and step"},
                         400: errors.error("the name has a path separator or '..', or the body is not multipart"),
                         413: errors.error("file over MAX_ARTIFACT_BYTES, or metadata over MAX_PARAMS_BYTES")})
 def upload_artifact(run: WritableRun, session: SessionDep, settings: SettingsDep, response: Response,
@@ -82,7 +82,7 @@ def upload_artifact(run: WritableRun, session: SessionDep, settings: SettingsDep
     return answer
 
 
-@router.get("/runs/{run_id}/artifacts", response_model=Page[ArtifactOut], responses=errors.RUN)
+@router.get("/runs/{run_id}/artifacts", response_model=Page[ArtifactOut])
 def list_artifacts(run: ReadableRun, session: SessionDep, kind: ArtifactKind | None = None, limit: Limit = 50,
                    offset: Offset = 0) -> Page[ArtifactOut]:
     """The run's artifacts by step then name; filter by `kind`."""
@@ -94,7 +94,7 @@ def list_artifacts(run: ReadableRun, session: SessionDep, kind: ArtifactKind | N
 
 
 @router.get("/runs/{run_id}/artifacts/{artifact_id}/file", response_class=FileResponse,
-            responses={**errors.RUN, 404: errors.error("no such run or artifact, or its file is gone"),
+            responses={404: errors.error("no such run or artifact, or its file is gone"),
                        200: {"description": "the file", "content": {"application/octet-stream": {}}}})
 def download_artifact(run: ReadableRun, session: SessionDep, settings: SettingsDep,
                       artifact_id: Annotated[int, Path(ge=1, le=INT32_MAX)]) -> FileResponse:

@@ -29,6 +29,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from trainmon.common.wire import json_value
 
+from .. import errors
 from ..db import decode_value
 from ..deps import ReadableRun, SessionDep
 from ..models import Run
@@ -53,7 +54,7 @@ def parse_cursor(text: str | None) -> tuple[int, int] | None:
 
 @router.get("/runs/{run_id}/events", response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}}, "description": "the run's live events"},
-                       503: {"description": "too many open event streams"}})
+                       503: errors.error("too many open event streams, or the database is busy: retry later")})
 def run_events(request: Request, run: ReadableRun, session: SessionDep,
                cursor: Annotated[str | None, Query(max_length=64, description="`<point id>.<log id>`")] = None,
                last_event_id: Annotated[str | None, Header(include_in_schema=False, max_length=64)] = None,

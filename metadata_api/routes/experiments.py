@@ -7,7 +7,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from .. import errors
 from ..deps import CrashDetectorDep, PrincipalDep, ReadableExperiment, SessionDep
 from ..models import Experiment
 from ..repositories import points as point_repo
@@ -16,7 +15,7 @@ from ..repositories import runs as run_repo
 from ..schemas import INT64_MAX, ExperimentDetail, ExperimentMetrics, ExperimentOut, MetricKey, Page, PointOut, RunId
 from .views import run_out
 
-router = APIRouter(prefix="/api", tags=["experiments"], responses=errors.API)
+router = APIRouter(prefix="/api", tags=["experiments"])
 Limit = Annotated[int, Query(ge=1, le=1000)]
 PointLimit = Annotated[int, Query(ge=1, le=100_000)]
 Offset = Annotated[int, Query(ge=0, le=INT64_MAX)]
@@ -33,7 +32,7 @@ def list_experiments(session: SessionDep, principal: PrincipalDep, crashes: Cras
     return Page[ExperimentOut](items=items, total=total, limit=limit, offset=offset)
 
 
-@router.get("/experiments/{experiment_id}", response_model=ExperimentDetail, responses=errors.EXPERIMENT)
+@router.get("/experiments/{experiment_id}", response_model=ExperimentDetail)
 def get_experiment(experiment: ReadableExperiment, session: SessionDep, crashes: CrashDetectorDep,
                    limit: Limit = 1000, offset: Offset = 0) -> ExperimentDetail:
     """One experiment with its runs in start order (status, params, tags), `limit` runs from `offset`."""
@@ -45,7 +44,7 @@ def get_experiment(experiment: ReadableExperiment, session: SessionDep, crashes:
     return ExperimentDetail(**summary.model_dump(), runs=[run_out(run) for run in runs], limit=limit, offset=offset)
 
 
-@router.get("/metrics/{experiment_id}", response_model=ExperimentMetrics, responses=errors.EXPERIMENT)
+@router.get("/metrics/{experiment_id}", response_model=ExperimentMetrics)
 def experiment_metrics(experiment: ReadableExperiment, session: SessionDep, limit: PointLimit = 10_000,
                        offset: Offset = 0, key: MetricKey | None = None,
                        run_id: RunId | None = None) -> ExperimentMetrics:

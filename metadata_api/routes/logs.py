@@ -16,13 +16,13 @@ from ..repositories import ingest_batches, records
 from ..schemas import ExperimentLogs, IngestResult, Level, LogBatch, LogLineOut, RunId
 from .experiments import Offset
 
-router = APIRouter(prefix="/api", tags=["logs"], responses=errors.API)
+router = APIRouter(prefix="/api", tags=["logs"])
 KIND = "logs"
 LogLimit = Annotated[int, Query(ge=1, le=10_000)]
 
 
 @router.post("/runs/{run_id}/logs", response_model=IngestResult,
-             responses={**errors.RUN_BODY, 413: errors.error("body over MAX_BODY_BYTES, or more lines than "
+             responses={413: errors.error("body over MAX_BODY_BYTES, or more lines than "
                                                              "MAX_POINTS_PER_BATCH")})
 def ingest_logs(body: LogBatch, run: WritableRun, session: SessionDep, settings: SettingsDep) -> IngestResult:
     """Store a batch of log lines once: a replayed `batch_id` stores nothing and answers `duplicate: true`."""
@@ -38,7 +38,7 @@ def ingest_logs(body: LogBatch, run: WritableRun, session: SessionDep, settings:
     return IngestResult(accepted=accepted, duplicate=False)
 
 
-@router.get("/logs/{experiment_id}", response_model=ExperimentLogs, responses=errors.EXPERIMENT)
+@router.get("/logs/{experiment_id}", response_model=ExperimentLogs)
 def experiment_logs(experiment: ReadableExperiment, session: SessionDep, limit: LogLimit = 1000, offset: Offset = 0,
                     run_id: RunId | None = None, level: Level | None = None) -> ExperimentLogs:
     """The experiment's log lines in time order."""

@@ -12,7 +12,7 @@ from ..schemas import NoteIn, NoteOut, Page
 from ..services import limits
 from .experiments import Limit, Offset
 
-router = APIRouter(prefix="/api", tags=["notes"], responses=errors.API)
+router = APIRouter(prefix="/api", tags=["notes"])
 
 
 def note_out(note: Note, run_id: str) -> NoteOut:
@@ -20,7 +20,7 @@ def note_out(note: Note, run_id: str) -> NoteOut:
 
 
 @router.post("/runs/{run_id}/notes", response_model=NoteOut, status_code=status.HTTP_201_CREATED,
-             responses={**errors.RUN_BODY, 413: errors.error("body over MAX_BODY_BYTES, text over MAX_NOTE_BYTES, or "
+             responses={413: errors.error("body over MAX_BODY_BYTES, text over MAX_NOTE_BYTES, or "
                                                              "the run has MAX_NOTES_PER_RUN notes")})
 def add_note(body: NoteIn, run: WritableRun, session: SessionDep, settings: SettingsDep) -> NoteOut:
     """Add a note to the run (timestamped by the server)."""
@@ -30,7 +30,7 @@ def add_note(body: NoteIn, run: WritableRun, session: SessionDep, settings: Sett
     return answer
 
 
-@router.get("/runs/{run_id}/notes", response_model=Page[NoteOut], responses=errors.RUN)
+@router.get("/runs/{run_id}/notes", response_model=Page[NoteOut])
 def list_notes(run: ReadableRun, session: SessionDep, limit: Limit = 50, offset: Offset = 0) -> Page[NoteOut]:
     """The run's notes, oldest first."""
     notes, total = records.notes_of_run(session, run.key, limit, offset)

@@ -30,7 +30,7 @@ from ..repositories import points as point_repo
 from ..repositories import runs as run_repo
 from ..schemas import IngestResult, MetricBatch, PointIn, metric_key_error, openapi_body, parse_json_body
 
-router = APIRouter(prefix="/api", tags=["metrics"], responses=errors.API)
+router = APIRouter(prefix="/api", tags=["metrics"])
 KIND = "metrics"
 HEARTBEAT_RESOLUTION = timedelta(seconds=1)
 
@@ -64,7 +64,7 @@ def point_rows(points: list[PointIn], now: float) -> list[point_repo.PointRow]:
 
 
 @router.post("/runs/{run_id}/metrics", response_model=IngestResult,
-             responses={**errors.RUN_BODY,
+             responses={
                         413: errors.error("body over MAX_BODY_BYTES or over MAX_POINTS_PER_BATCH points")},
              openapi_extra=openapi_body(MetricBatch))
 def ingest_metrics(body: Annotated[MetricBatch, Depends(metric_batch)], run: WritableRun, session: SessionDep,

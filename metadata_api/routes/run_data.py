@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from pydantic import BaseModel, Field
 
-from .. import auth
+from .. import auth, errors
 from ..deps import ReadableRun, SessionDep
 from ..models import Project
 from ..repositories import run_views
@@ -68,7 +68,7 @@ def run_logs(run: ReadableRun, session: SessionDep, level: Level | None = None,
                                                     message=line.message) for line in lines])
 
 
-@router.post("/session", response_model=SessionOut, responses={401: {"description": "unknown or revoked token"}})
+@router.post("/session", response_model=SessionOut, responses={401: errors.error("an unknown or revoked token")})
 def start_session(body: SessionIn, request: Request, response: Response, session: SessionDep) -> SessionOut:
     """Sign the browser in: the token is kept in an HttpOnly, SameSite=Strict cookie."""
     principal = auth.resolve_token(session, body.token.strip())

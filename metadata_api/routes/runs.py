@@ -20,13 +20,13 @@ from ..services import lifecycle, limits
 from ..settings import Settings
 from .views import run_out
 
-router = APIRouter(prefix="/api", tags=["runs"], responses=errors.API)
+router = APIRouter(prefix="/api", tags=["runs"])
 _LIMITS = "body over MAX_BODY_BYTES, or over MAX_TAGS_PER_RUN tags or MAX_PARAMS_BYTES of params"
 log = logging.getLogger("trainmon.metadata_api.runs")
 
 
 @router.post("/runs", response_model=RunOut, status_code=status.HTTP_201_CREATED,
-             responses={**errors.BODY, 200: {"description": "the run exists already (another rank, or a resume)"},
+             responses={200: {"model": RunOut, "description": "the run exists already (another rank, or a resume)"},
                         409: errors.error("the run exists in another experiment of the project, or is COMPLETED"),
                         413: errors.error(_LIMITS)})
 def create_run(body: RunCreate, session: SessionDep, principal: PrincipalDep, settings: SettingsDep,
@@ -65,6 +65,8 @@ def _create_or_join(body: RunCreate, session: Session, principal: auth.Principal
         run_repo.lock(session, existing)  # PostgreSQL: transitions see the latest status
         resumed = _resume(existing)
         _register_endpoint(session, existing, body)
+        if body.context and existing.context is None:  # created without one (opted out, an older SDK)
+            existing.context = body.context
         if body.tags:
             limits.check_tags(session, existing.key, body.tags, settings)
             run_repo.set_tags(session, existing.key, body.tags)
@@ -76,7 +78,7 @@ def _create_or_join(body: RunCreate, session: Session, principal: auth.Principal
     run = lifecycle.start(session, Run(
         id=run_id, project_id=project.id, experiment_id=experiment.id, host=body.host, pid=body.pid,
         command=body.command, git_commit=body.git_commit, rank=body.rank, world_size=body.world_size,
-        exporter_url=body.exporter_url, params=body.params or {}))
+        exporter_url=body.exporter_url, params=body.params or {}, context=body.context))
     _register_endpoint(session, run, body)
     if body.tags:
         run_repo.set_tags(session, run.key, body.tags)
@@ -85,13 +87,13 @@ def _create_or_join(body: RunCreate, session: Session, principal: auth.Principal
     return answer
 
 
-@router.get("/runs/{run_id}", response_model=RunOut, responses=errors.RUN)
+@router.get("/runs/{run_id}", response_model=RunOut)
 def get_run(run: ReadableRun) -> RunOut:
     return run_out(run)
 
 
 @router.post("/runs/{run_id}/status", response_model=RunOut,
-             responses={**errors.RUN_BODY, 409: errors.error("illegal transition, or the run id exists in several "
+             responses={409: errors.error("illegal transition, or the run id exists in several "
                                                              "projects (give `project`)")})
 def set_status(body: StatusChange, run: WritableRun, session: SessionDep) -> RunOut:
     run_repo.lock(session, run)  # PostgreSQL: concurrent transitions of one run take turns
@@ -107,7 +109,7 @@ def set_status(body: StatusChange, run: WritableRun, session: SessionDep) -> Run
 
 
 @router.post("/runs/{run_id}/heartbeat", status_code=status.HTTP_204_NO_CONTENT,
-             responses={**errors.RUN_BODY, 409: errors.error("the run is COMPLETED or FAILED, or its id exists in "
+             responses={409: errors.error("the run is COMPLETED or FAILED, or its id exists in "
                                                              "several projects (give `project`)")})
 def heartbeat(run: WritableRun, session: SessionDep, _body: Heartbeat | None = None) -> Response:
     """A sign of life (the body, `{}` or none, is ignored)."""
@@ -120,7 +122,7 @@ def heartbeat(run: WritableRun, session: SessionDep, _body: Heartbeat | None = N
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.put("/runs/{run_id}/params", response_model=RunOut, responses={**errors.RUN_BODY, 413: errors.error(_LIMITS)})
+@router.put("/runs/{run_id}/params", response_model=RunOut, responses={413: errors.error(_LIMITS)})
 def put_params(body: ParamsIn, run: WritableRun, session: SessionDep, settings: SettingsDep) -> RunOut:
     """Replace the run's hyperparameters (nested JSON kept as given)."""
     limits.check_json_size(body.params, settings)
@@ -128,7 +130,7 @@ def put_params(body: ParamsIn, run: WritableRun, session: SessionDep, settings: 
     return _commit_and_show(session, run.key)
 
 
-@router.post("/runs/{run_id}/tags", response_model=RunOut, responses={**errors.RUN_BODY, 413: errors.error(_LIMITS)})
+@router.post("/runs/{run_id}/tags", response_model=RunOut, responses={413: errors.error(_LIMITS)})
 def post_tags(body: TagsIn, run: WritableRun, session: SessionDep, settings: SettingsDep) -> RunOut:
     """Set tags (a key given again gets the new value; other tags stay)."""
     limits.check_tags(session, run.key, body.tags, settings)

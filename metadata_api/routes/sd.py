@@ -6,18 +6,22 @@ from the registered URL). The exporter puts the same run labels on its series, s
 `honor_labels: true` (otherwise Prometheus renames the scraped ones to `exported_*`).
 Endpoints the exporter URL policy refuses (`services/url_policy.py`: link-local, cloud metadata, credentials),
 e.g. registered before it existed, are left out.
+
+`DELETE /api/runs/{run_id}/endpoints/{rank}`: a rank that finishes while others still run (rank 0's final
+evaluation) leaves discovery, so Prometheus stops scraping it instead of finding it down (TrainmonExporterDown).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path, Response, status
 
-from ..deps import CrashDetectorDep, PrincipalDep, SessionDep
+from ..deps import CrashDetectorDep, PrincipalDep, SessionDep, WritableRun
 from ..models import Run, RunEndpoint
 from ..repositories import runs as run_repo
+from ..schemas.base import INT64_MAX
 from ..services.url_policy import check_exporter_url
 
 router = APIRouter(prefix="/api", tags=["service discovery"])
@@ -33,6 +37,16 @@ def service_discovery(session: SessionDep, principal: PrincipalDep,
         runs = [run for run in runs if run.experiment.project_id == principal.project_id]
     groups = (target_group(run, endpoint) for run in runs for endpoint in run.endpoints)
     return [group for group in groups if group is not None]
+
+
+@router.delete("/runs/{run_id}/endpoints/{rank}", status_code=status.HTTP_204_NO_CONTENT, tags=["runs"])
+def deregister_endpoint(run: WritableRun, session: SessionDep,
+                        rank: Annotated[int, Path(ge=0, le=INT64_MAX)]) -> Response:
+    """A rank that finished leaves discovery: its endpoint is forgotten, whatever the run's status. 204 whether
+    or not the rank had one (a retry is harmless); registering again (`POST /api/runs`) brings it back."""
+    run_repo.drop_endpoint(session, run.key, rank)
+    session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 def target_group(run: Run, endpoint: RunEndpoint) -> dict[str, Any] | None:

@@ -21,7 +21,7 @@ from ..reduction import MIN_MAX_POINTS, SeriesPoint
 from ..repositories import series as series_repo
 from ..schemas import MAX_STEP, MetricKey, SeriesOut, SeriesPointOut, invalid
 
-router = APIRouter(prefix="/api", tags=["metrics"], responses=errors.API)
+router = APIRouter(prefix="/api", tags=["metrics"])
 MAX_PAGE = 100_000
 
 
@@ -30,7 +30,7 @@ def points_out(points: list[SeriesPoint]) -> list[SeriesPointOut]:
 
 
 @router.get("/runs/{run_id}/metrics/{key}", response_model=SeriesOut,
-            responses={**errors.RUN, 404: errors.error("no such run, or the run has no such metric")})
+            responses={404: errors.error("no such run, or the run has no such metric")})
 def get_series(run: ReadableRun, session: SessionDep, key: Annotated[MetricKey, Path()],
                max_points: Annotated[int | None, Query(ge=MIN_MAX_POINTS, le=MAX_PAGE)] = None,
                after_step: Annotated[int | None, Query(ge=-1, le=MAX_STEP)] = None,

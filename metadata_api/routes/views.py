@@ -15,4 +15,4 @@ def run_out(run: Run) -> RunOut:
         world_size=run.world_size, exporter_url=run.exporter_url,
         endpoints=[EndpointOut(rank=e.rank, url=e.url, host=e.host, updated_at=e.updated_at) for e in run.endpoints],
         params=run.params or {},
-        tags={tag.key: tag.value for tag in run.tags})
+        tags={tag.key: tag.value for tag in run.tags}, context=run.context)

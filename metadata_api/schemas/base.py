@@ -48,6 +48,8 @@ SURROGATE_MESSAGE = "must be valid Unicode (a lone surrogate is not)"
 METRIC_KEY_MESSAGE = (f"metric key must contain letters, digits or '_' (at most {MAX_KEY_LENGTH} after "
                       "normalisation)")
 _UNION_TAGS = ("float", "literal[")
+#: what the OpenAPI document says of a metric key: a letter or digit somewhere (else nothing is left of it)
+KEY_SCHEMA = {"pattern": "[A-Za-z0-9]", "description": METRIC_KEY_MESSAGE}
 
 
 def check_text(value: str) -> str:
@@ -114,7 +116,8 @@ def _run_id(value: str) -> str:
 Text = Annotated[str, AfterValidator(check_text), Field(json_schema_extra={"pattern": NO_NUL_PATTERN})]
 MetricValue = Annotated[float, BeforeValidator(from_json_value), PlainSerializer(json_value, return_type=float | str)]
 #: a metric key as sent: at most MAX_KEY_LENGTH characters, normalised (`normalize_key`)
-MetricKey = Annotated[str, Field(min_length=1, max_length=MAX_KEY_LENGTH), AfterValidator(_metric_key)]
+MetricKey = Annotated[str, Field(min_length=1, max_length=MAX_KEY_LENGTH, json_schema_extra=KEY_SCHEMA),
+                      AfterValidator(_metric_key)]
 RunId = Annotated[str, Field(min_length=1, max_length=RUN_ID_LENGTH, json_schema_extra=_RUN_ID_SCHEMA),
                   AfterValidator(_run_id)]
 #: a plain file name (experiment, project): the common rule, stated in the OpenAPI document too

@@ -9,7 +9,7 @@ from trainmon.common.naming import MAX_KEY_LENGTH
 from trainmon.common.wire import NONFINITE_JSON
 from typing_extensions import NotRequired, TypedDict
 
-from .base import BatchId, MetricValue, Page
+from .base import KEY_SCHEMA, BatchId, MetricValue, Page
 
 #: the largest step a point may have (leaves room for step arithmetic in SQL within BIGINT)
 MAX_STEP = 2**62
@@ -22,7 +22,8 @@ class PointIn(TypedDict):
     callback per point: the ingest hot path); the route normalises `key` once per distinct key and maps the
     non-finite strings to floats."""
 
-    key: Annotated[str, Field(min_length=1, max_length=MAX_KEY_LENGTH)]  # normalised by the route (NUL -> "_")
+    key: Annotated[str, Field(min_length=1, max_length=MAX_KEY_LENGTH, json_schema_extra=KEY_SCHEMA)]  # normalised
+    # by the route (`normalize_key`: NUL and other characters outside [A-Za-z0-9_] become "_")
     step: Annotated[int, Strict(), Field(ge=0, le=MAX_STEP)]
     value: Annotated[Annotated[float, Strict()] | NonFinite,
                      Field(union_mode="left_to_right",

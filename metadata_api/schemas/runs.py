@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -10,6 +11,22 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from ..models import NAME_LENGTH, RunStatus
 from ..services.url_policy import check_exporter_url
 from .base import JsonObject, Name, RunId, StrictCount, TagKey, TagValue, Text
+
+#: largest `context` a run registration may carry, as compact JSON (the SDK keeps its own under 32 KiB)
+MAX_CONTEXT_BYTES = 64 * 1024
+
+
+def _bounded_context(value: dict[str, Any]) -> dict[str, Any]:
+    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    if size > MAX_CONTEXT_BYTES:
+        raise ValueError(f"context: {size} bytes as JSON, at most {MAX_CONTEXT_BYTES}")
+    return value
+
+
+#: the run's context (git state, command, versions, GPUs: trainmon.client.context), a bounded JSON object
+RunContext = Annotated[JsonObject, AfterValidator(_bounded_context),
+                       Field(description=f"the run's context captured at start (git, command, versions, GPUs): a "
+                                         f"JSON object of at most {MAX_CONTEXT_BYTES} bytes")]
 
 
 class RunCreate(BaseModel):
@@ -28,6 +45,7 @@ class RunCreate(BaseModel):
         None, max_length=1024, pattern=r"^https?://[^\s/]+(/\S*)?$")
     params: JsonObject | None = None
     tags: dict[TagKey, TagValue] | None = None
+    context: RunContext | None = None
 
 
 class EndpointOut(BaseModel):
@@ -58,6 +76,7 @@ class RunOut(BaseModel):
     endpoints: list[EndpointOut] = Field(description="every rank's exporter endpoint, in rank order")
     params: dict[str, Any]
     tags: dict[str, str]
+    context: dict[str, Any] | None = Field(None, description="the run's context captured at start, if any")
 
 
 class StatusChange(BaseModel):

@@ -53,7 +53,8 @@ class ApiServer:
     def points(self, run_id: str) -> list[tuple[str, int, float]]:
         """Every stored point of a run, read from the database file itself (duplicates would show)."""
         with sqlite3.connect(self.db_path) as db:
-            return list(db.execute("SELECT key, step, value FROM metric_points WHERE run_id = ?", (run_id,)))
+            return list(db.execute("SELECT p.key, p.step, p.value FROM metric_points p "
+                                   "JOIN runs r ON r.key = p.run_key WHERE r.id = ?", (run_id,)))
 
     def status(self, run_id: str) -> str:
         return self.get(f"/api/runs/{run_id}")["status"]

@@ -22,7 +22,6 @@ from trainmon.metadata_api.security import CONTENT_SECURITY_POLICY, allowed_host
 from trainmon.metadata_api.settings import Settings
 
 
-
 @pytest.fixture
 def database_url(tmp_path: Path) -> str:
     """SQLite only (overrides conftest's SQLite + PostgreSQL pair): the rules do not touch the database."""

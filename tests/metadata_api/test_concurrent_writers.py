@@ -52,8 +52,8 @@ def test_eight_writer_processes_lose_nothing(tmp_path: Path) -> None:
     engine = make_engine(url)
     try:
         with read_sessions(engine)() as session:
-            rows = session.execute(select(Run.id, func.count()).join(Run, Run.key == MetricPoint.run_key)
-                                   .group_by(Run.id))
+            rows = session.execute(select(Run.id, func.count()).select_from(MetricPoint)
+                                   .join(Run, Run.key == MetricPoint.run_key).group_by(Run.id))
             per_run = {run_id: count for run_id, count in rows}
             batches = session.scalar(select(func.count()).select_from(IngestBatch))
     finally:

@@ -172,7 +172,7 @@ def test_0004_downgrade_refuses_a_run_id_used_in_two_projects(engine: Engine) ->
     migrations.upgrade(engine, "0003")
     with engine.begin() as connection:
         _v3_rows(connection)
-    migrations.upgrade(engine)
+    migrations.upgrade(engine, "0004")  # not head: a later revision's downgrade would commit first on SQLite only
     with engine.begin() as connection:
         connection.execute(text("INSERT INTO runs (id, project_id, experiment_id, status, start_time, "
                                 "last_heartbeat, params) VALUES ('early', 2, 2, 'RUNNING', :t, :t, '{}')"), {"t": NOW})

@@ -29,9 +29,9 @@ from trainmon.metadata_api.auth import create_token
 from trainmon.metadata_api.db import make_engine, write_sessions
 from trainmon.metadata_api.logging import JsonFormatter, RedactingFilter, configure_logging
 from trainmon.metadata_api.migrations import upgrade
-from trainmon.metadata_api.redact import redact, redact_url, register_secret
+from trainmon.metadata_api.redact import redact, redact_url, register_settings
 from trainmon.metadata_api.services.notifications import AlertmanagerNotifier, RunEvent
-
+from trainmon.metadata_api.settings import Settings
 
 DB_PASSWORD = "Db-Pa55w0rd-7f3a9c/q"  # '/' is URL-encoded in the URL: both spellings must stay out
 AM_PASSWORD = "Am-S3cret-51d0e2"
@@ -135,14 +135,26 @@ def test_a_failing_notification_logs_the_url_without_credentials(caplog: pytest.
     assert_no_secret(caplog.text, AM_PASSWORD)
 
 
+@pytest.fixture
+def logging_restored() -> Iterator[None]:
+    """`configure_logging` changes process-wide loggers: put them back afterwards (caplog needs propagation)."""
+    loggers = [logging.getLogger(name) for name in ("trainmon", "uvicorn", "uvicorn.error", "uvicorn.access")]
+    saved = [(logger.handlers[:], logger.level, logger.propagate) for logger in loggers]
+    yield
+    for logger, (handlers, level, propagate) in zip(loggers, saved, strict=True):
+        logger.handlers[:], logger.level, logger.propagate = handlers, level, propagate
+
+
+@pytest.mark.usefixtures("logging_restored")
 def test_the_log_handler_masks_what_code_forgot(monkeypatch: pytest.MonkeyPatch) -> None:
     """The safety net: a message, its arguments and a traceback carrying secrets come out masked."""
     stream = io.StringIO()
     monkeypatch.setattr(sys, "stderr", stream)
     configure_logging("DEBUG")
-    register_secret("hooks-secret-path-123")
+    register_settings(Settings(_env_file=None, database_url=f"postgresql://u:{quote(DB_PASSWORD, safe='')}@db/x",
+                               slack_webhook_url="https://hooks.example/services/hooks-secret-path-123"))
     log = logging.getLogger("trainmon.metadata_api.test_redaction")
-    log.warning("connecting to postgresql://u:%s@db/x", DB_PASSWORD)
+    log.warning("connecting to postgresql://u:%s@db/x as %s", "hunter2-unregistered", DB_PASSWORD)
     log.info("header %s", {"Authorization": f"Bearer {WRONG_TOKEN}"})
     log.info("posting to https://hooks.example/services/hooks-secret-path-123")
     try:
@@ -151,7 +163,7 @@ def test_the_log_handler_masks_what_code_forgot(monkeypatch: pytest.MonkeyPatch)
         log.exception("failed")
     text = stream.getvalue()
     assert text.count("\n") == 4 and "u:***@db" in text and "Bearer ***" in text
-    assert_no_secret(text, DB_PASSWORD, AM_PASSWORD, WRONG_TOKEN, "hooks-secret-path-123")
+    assert_no_secret(text, DB_PASSWORD, AM_PASSWORD, WRONG_TOKEN, "hooks-secret-path-123", "hunter2-unregistered")
     record = logging.LogRecord("trainmon.x", logging.INFO, __file__, 1, "n=%d", (3,), None)
     assert RedactingFilter().filter(record) and JsonFormatter().format(record).count("n=3") == 1
 

@@ -25,13 +25,16 @@ def _scale_duration(text: str, factor: float) -> str:
 
 
 def render_scaled_rules(out_dir: Path, factor: float, minimum_for: str = "1s") -> Path:
-    """prometheus/rules/*.yml with every range `[...]` and `for:` multiplied by `factor` (time compressed)."""
+    """prometheus/rules/*.yml with every range `[...]`, `offset` and `for:` multiplied by `factor` (time
+    compressed)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for path in sorted(RULES_DIR.glob("*.yml")):
         config = load_yaml(path)
         for group in config["groups"]:
             for rule in group["rules"]:
                 rule["expr"] = re.sub(r"\[(\w+)\]", lambda m: f"[{_scale_duration(m.group(1), factor)}]", rule["expr"])
+                rule["expr"] = re.sub(r"\boffset (\w+)", lambda m: f"offset {_scale_duration(m.group(1), factor)}",
+                                      rule["expr"])
                 if "for" in rule:
                     rule["for"] = max(_scale_duration(rule["for"], factor), minimum_for,
                                       key=lambda value: int(value[:-1]))

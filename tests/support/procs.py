@@ -97,8 +97,9 @@ class Prometheus:
 
 @contextlib.contextmanager
 def run_prometheus(config_yaml: str, workdir: Path | None = None, extra_files: dict[str, str] | None = None,
-                   port: int | None = None) -> Iterator[Prometheus]:
-    """Start Prometheus with `config_yaml` (may use `{port}`-free text); stop it on exit."""
+                   port: int | None = None, extra_args: Sequence[str] = ()) -> Iterator[Prometheus]:
+    """Start Prometheus with `config_yaml` (may use `{port}`-free text) and `extra_args` (flags such as
+    `--web.enable-remote-write-receiver`); stop it on exit."""
     binary = require_binary("prometheus")
     with _workdir(workdir) as base:
         _write_files(base, extra_files)
@@ -107,7 +108,7 @@ def run_prometheus(config_yaml: str, workdir: Path | None = None, extra_files: d
         port = port or free_port()
         process = ManagedProcess(
             [binary, f"--config.file={config_path}", f"--storage.tsdb.path={base / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle", "--log.level=warn"],
+             f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle", "--log.level=warn", *extra_args],
             base / "prometheus.log")
         with _ready(process, f"http://127.0.0.1:{port}", "prometheus ready") as url:
             yield Prometheus(process, url, config_path)
