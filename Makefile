@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # Debian packages the integration tests run for real: binary -> package.
 APT_NEEDS := prometheus:prometheus promtool:prometheus prometheus-pushgateway:prometheus-pushgateway \
 	prometheus-alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager \
-	initdb:postgresql pg_ctl:postgresql
+	initdb:postgresql pg_ctl:postgresql chromium:chromium
 
 .PHONY: demo test lint system-packages venv dashboards clean
 

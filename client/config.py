@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainmon.common.settings import NOT_GIVEN, resolve
+from trainmon.common.settings import NOT_GIVEN, SETTINGS, resolve
 
 from .spool import DEFAULT_MAX_BYTES
 
@@ -51,6 +51,8 @@ class ClientConfig:
     batch_interval: float = 1.0
     queue_points: int = 100_000
     spool_max_bytes: int = DEFAULT_MAX_BYTES
+    #: no API URL was given at all (argument or TRAINMON_API_URL): look for a local API, else record locally
+    discover: bool = False
 
     @classmethod
     def resolve(cls, env: Mapping[str, str] | None = None, **given: Any) -> ClientConfig:
@@ -58,6 +60,8 @@ class ClientConfig:
         env = os.environ if env is None else env
         values = {name: value for name, value in given.items() if value is not NOT_GIVEN and name not in RESOLVED}
         values.update(resolve(RESOLVED, given, env))
+        values["discover"] = (given.get("api_url", NOT_GIVEN) is NOT_GIVEN
+                              and not env.get(SETTINGS["api_url"].variable, "").strip())
         config = cls(**values)
         config.mode = str(config.mode).lower()
         if config.mode not in MODES:

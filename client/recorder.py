@@ -26,7 +26,7 @@ from typing import Any
 from trainmon.common.statuses import final_status
 from trainmon.common.wire import Point, json_safe
 
-from . import pending_status
+from . import discovery, pending_status
 from .api_client import ApiClient
 from .config import ClientConfig, default_spool_dir
 from .context import capture_context
@@ -65,9 +65,11 @@ class RunRecorder:
         self.shipper: Shipper | None = None
         self.client: ApiClient | None = None
         self._finished = False
+        if config.mode == "online" and not config.api_url and config.discover:
+            self._zero_config()
         online = config.mode == "online" and bool(config.api_url)
         if config.mode == "online" and not config.api_url:
-            log.info("trainmon: no metadata API configured (api_url / TRAINMON_API_URL): Prometheus-only")
+            log.info("trainmon: no metadata API (api_url=None): Prometheus-only")
         if not online and config.mode != "offline":
             return
         self.params = dict(json_safe(config.params or {}))
@@ -99,6 +101,24 @@ class RunRecorder:
                                on_reject=on_reject)
         if not registered:
             self.shipper.offer(registration)
+
+    def _zero_config(self) -> None:
+        """No API URL given: a local trainmon API if one answers, else record this run locally (one line says
+        where, and how to see it)."""
+        config = self.config
+        found = discovery.local_api()
+        if found is not None:
+            config.api_url = found
+            log.info("trainmon: recording run %s in the metadata API at %s", self.run_id, found)
+            return
+        config.mode = "offline"
+        folder = Path(config.spool_dir or Path.cwd() / discovery.LOCAL_RUNS_DIR).absolute()
+        config.spool_dir = folder
+        if self.rank == 0:
+            view = (f"run `trainmon serve` in {folder.parent} and open {discovery.DEFAULT_LOCAL_API}"
+                    if folder.name == discovery.LOCAL_RUNS_DIR else f"`trainmon sync {folder} --api-url URL`")
+            log.warning("trainmon: no metadata API at %s; recording run %s locally in %s. To see it: %s",
+                        discovery.DEFAULT_LOCAL_API, self.run_id, folder, view)
 
     def _run_body(self, host: str | None, exporter_url: str | None) -> dict[str, Any]:
         config = self.config

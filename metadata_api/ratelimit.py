@@ -2,8 +2,8 @@
 `Retry-After` (seconds), which the SDK honours.
 
 - AUTH_FAILURES_PER_MINUTE (default 20): every 401 costs the client address one unit of a bucket of that size
-  that refills at that rate; an address whose bucket is empty gets 429 for every `/api` request until a unit
-  is back (so 1,000 wrong tokens in a burst give 20 401s and then 429s).
+  that refills at that rate; an address whose bucket is empty gets 429 for every request (but OPEN_PATHS) until
+  a unit is back (so 1,000 wrong tokens in a burst give 20 401s and then 429s).
 - WRITES_PER_MINUTE (default 30,000): POST/PUT/PATCH/DELETE per bearer token (per client address without one),
   a bucket of that size refilling at that rate, so a minute's worth can come in one burst (a spool replay). A
   trainer rank sends about one metric batch and one log batch a second and a heartbeat every 5 s, so 64 ranks

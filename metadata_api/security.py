@@ -21,8 +21,8 @@ import asyncio
 import re
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
-from starlette._utils import parse_host_header
 from starlette.datastructures import Headers
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.routing import compile_path
@@ -89,30 +89,41 @@ class HostAllowlistMiddleware:
         await self.trusted(scope, receive, refusing_send)
 
 
-def cross_site_reason(scope: Scope, headers: Headers) -> str | None:
+def cross_site_reason(headers: Headers) -> str | None:
     """Why this request comes from another site's page (a browser said so), or None."""
     site = headers.get("sec-fetch-site")
     if site in ("cross-site", "same-site"):
         return f"Sec-Fetch-Site: {site}"
     origin = headers.get("origin")
-    if origin is not None and not same_origin(origin, headers.get("host"), scope.get("scheme", "http")):
+    if origin is not None and not same_origin(origin, headers.get("host")):
         return f"Origin: {origin[:100]}"
     return None
 
 
-def same_origin(origin: str, host_header: str | None, scheme: str) -> bool:
-    """Whether `origin` (scheme://host[:port]) names the host and port this request was sent to."""
+def same_origin(origin: str, host_header: str | None) -> bool:
+    """Whether `origin` (scheme://host[:port]) names the host and port this request was sent to (`Host`)."""
     origin_scheme, _, netloc = origin.strip().lower().partition("://")
     if origin_scheme not in ("http", "https") or not netloc or "/" in netloc:
         return False  # "null" (sandboxed frames, file://) included
-    origin_host, host = parse_host_header(netloc), parse_host_header((host_header or "").lower())
-    if origin_host is None or host is None or origin_host.host != host.host:
+    origin_host, host = _host_and_port(netloc), _host_and_port(host_header or "")
+    if origin_host is None or host is None or origin_host[0] != host[0]:
         return False
-    default = "443" if origin_scheme == "https" else "80"
-    origin_port = origin_host.port or default
-    if host.port is None:  # a proxy may drop a default port; then the origin must use its own default one
-        return origin_port == default
-    return origin_port == host.port
+    default = 443 if origin_scheme == "https" else 80
+    if host[1] is None:  # a proxy may drop a default port; then the origin must use its own default one
+        return (origin_host[1] or default) == default
+    return (origin_host[1] or default) == host[1]
+
+
+def _host_and_port(netloc: str) -> tuple[str, int | None] | None:
+    """(host, port) of `host[:port]` (IPv6 without brackets, lower case), or None when it does not parse."""
+    try:
+        parts = urlsplit("//" + netloc.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.hostname or parts.username is not None or parts.password is not None:
+        return None
+    return parts.hostname.lower(), port
 
 
 class CrossSiteWriteMiddleware:
@@ -124,7 +135,7 @@ class CrossSiteWriteMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in WRITE_METHODS:
             headers = Headers(scope=scope)
-            reason = cross_site_reason(scope, headers)
+            reason = cross_site_reason(headers)
             if reason is not None and not await _valid_token(scope, headers):
                 await send_json_error(send, 403, f"origin: cross-site {scope['method']} refused ({reason}); "
                                                  "browsers may write only from this API's own pages, other "

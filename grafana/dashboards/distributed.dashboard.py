@@ -36,13 +36,15 @@ dashboard = dashboard(
         timeseries("Step time per rank (1m mean)",
                    prom(f"rank:trainmon_step_duration_seconds:mean1m{{{RUN}}}", "rank {{rank}}"), unit="s"),
         timeseries("Step time relative to the median rank",
-                   prom(f"rank:trainmon_step_duration_seconds:mean5m{{{RUN}}} / on (cluster, experiment, run_id) group_left "
+                   prom(f"rank:trainmon_step_duration_seconds:mean5m{{{RUN}}}"
+                        " / on (cluster, experiment, run_id) group_left "
                         f"run:trainmon_step_duration_seconds:median_over_ranks5m{{{RUN}}}", "rank {{rank}}"),
                    unit="percentunit"),
         timeseries("Steps/s per rank",
                    prom(f"rate(trainmon_steps_total{{{RUN}}}[$__rate_interval])", "rank {{rank}}")),
         timeseries("GPU utilization per node",
-                   prom(f"avg by (cluster, host) (trainmon_gpu_utilization_ratio{{{RUN}}} * on (cluster, experiment, run_id, rank) "
+                   prom(f"avg by (cluster, host) (trainmon_gpu_utilization_ratio{{{RUN}}}"
+                        " * on (cluster, experiment, run_id, rank) "
                         f"group_left (host) trainmon_run_info{{{RUN}}})", "{{host}}"), unit="percentunit"),
         table("Ranks", prom(f"trainmon_run_info{{{RUN}}}", instant=True),
               transformations=[{"id": "labelsToFields", "options": {"mode": "columns"}}], width=24, height=6),

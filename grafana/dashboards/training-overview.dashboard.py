@@ -23,7 +23,8 @@ dashboard = dashboard(
         run_stat("Current step", f"max by (cluster, run_id) (trainmon_step{{{RUN}}})", decimals=0),
         run_stat("Epoch", f"max by (cluster, run_id) (trainmon_epoch{{{RUN}}})", decimals=0),
         run_stat("Steps/s", f"run:trainmon_steps:rate1m{{{RUN}}}", decimals=2),
-        run_stat("Time since last step", f"time() - max by (cluster, run_id) (trainmon_last_log_timestamp_seconds{{{RUN}}})",
+        run_stat("Time since last step",
+                 f"time() - max by (cluster, run_id) (trainmon_last_log_timestamp_seconds{{{RUN}}})",
                  unit="s",
                  description="Seconds since the last log_metrics call; TrainmonTrainingStalled fires after 10 "
                              "minutes."),

@@ -164,6 +164,7 @@ def dashboard(uid: str, title: str, description: str, variables: Sequence[Templa
     # A "trainmon" dropdown on every dashboard that opens the others with the same runs and time range.
     links = [DashboardLink(title="trainmon", type="dashboards", tags=["trainmon"], asDropdown=True,
                            includeVars=True, keepTime=True)]
+    variables = [cluster_variable(), *variables]
     return Dashboard(uid=uid, title=title, description=description, tags=["trainmon"], refresh="30s", links=links,
-                     timezone="browser", time=Time(time_from, "now"), templating=Templating(list=[cluster_variable(), *variables]),
+                     timezone="browser", time=Time(time_from, "now"), templating=Templating(list=variables),
                      panels=layout(panels), sharedCrosshair=True, schemaVersion=39).auto_panel_ids()

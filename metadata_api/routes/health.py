@@ -19,7 +19,8 @@ router = APIRouter(tags=["health"])
 
 @router.get("/healthz")
 def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+    """Liveness; `service` lets a trainer tell this API from another server on the same port."""
+    return {"status": "ok", "service": "trainmon-metadata-api"}
 
 
 class NotReady(BaseModel):

@@ -50,13 +50,18 @@ def _rank_env(rank: int) -> dict[str, str]:
 
 
 def _train(monitors: list, api_url: str, run_id: str, experiment: str) -> None:
-    """~3 s of training on both ranks; a NaN auxiliary loss now and then; points also stored in the API."""
+    """~3 s of training on both ranks (timed phases: compute, then a collective); a NaN auxiliary loss now and
+    then; points also stored in the API."""
     points = []
     for step in range(STEPS):
         loss = 2.0 / (1 + step / 10)
         metrics = {"loss": loss, "accuracy": 1 - loss / 3, "epoch": step // 40,
                    "aux_loss": float("nan") if step % 25 == 24 else loss / 2}
         for monitor in monitors:
+            with monitor.phase("forward"):
+                time.sleep(0.001 * (1 + monitor.topology.rank))
+            with monitor.phase("allreduce"):
+                pass
             monitor.log_metrics(metrics, step=step, samples=32, tokens=32 * 512)
         points += [{"key": key, "step": step, "value": value, "wall_time": time.time()}
                    for key, value in metrics.items() if key in ("loss", "accuracy")]
@@ -66,7 +71,7 @@ def _train(monitors: list, api_url: str, run_id: str, experiment: str) -> None:
             api_post(api_url, f"/api/runs/{run_id}/checkpoints",
                      {"name": "mid", "step": step, "epoch": step // 40, "uri": "file:///ckpt/mid.pt",
                       "size_bytes": 1024, "sha256": "0" * 64, "metrics": {"loss": loss}})
-        time.sleep(0.025)
+        time.sleep(0.02)
     api_post(api_url, f"/api/runs/{run_id}/metrics", {"batch_id": f"{experiment}-1", "points": points})
 
 

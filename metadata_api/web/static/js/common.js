@@ -9,15 +9,16 @@ function cookie(name) {
   return found ? decodeURIComponent(found.slice(name.length + 1)) : "";
 }
 
-/** fetch() an API path; JSON in and out. Throws an Error whose message is the API's `detail`. */
-export async function api(path, { method = "GET", body } = {}) {
+/** fetch() an API path; JSON in and out. Throws an Error whose message is the API's `detail`; a 401 (the
+ * session ended) goes to the login page unless `login` is false. */
+export async function api(path, { method = "GET", body, login = true } = {}) {
   const headers = { Accept: "application/json" };
   if (method !== "GET") headers["X-CSRF-Token"] = cookie("trainmon_csrf");
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const response = await fetch(path, {
     method, headers, credentials: "same-origin", body: body === undefined ? undefined : JSON.stringify(body),
   });
-  if (response.status === 401) {
+  if (response.status === 401 && login) {
     window.location.assign("/login?next=" + encodeURIComponent(location.pathname + location.search));
     throw new Error("sign in first");
   }

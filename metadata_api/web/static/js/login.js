@@ -8,7 +8,7 @@ if (form) {
     event.preventDefault();
     problem.hidden = true;
     try {
-      await api("/api/session", { method: "POST", body: { token: form.token.value.trim() } });
+      await api("/api/session", { method: "POST", body: { token: form.token.value.trim() }, login: false });
       window.location.assign(form.dataset.next || "/");
     } catch (error) {
       problem.textContent = error.message;
