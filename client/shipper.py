@@ -3,7 +3,8 @@
 The trainer's side (``offer_points``, ``offer_log_line``, ``offer``) only appends to bounded in-memory
 structures and never touches the network. A daemon thread cuts points into batches (``batch_points`` points
 or every ``batch_interval`` seconds), gives each a ``batch_id`` (uuid4; the API stores a replayed batch only
-once) and sends them over one keep-alive session, with heartbeats every ``heartbeat_interval`` seconds.
+once) and sends them over one keep-alive session. A delivered metric batch is the run's sign of life (the API
+counts it as a heartbeat); a separate heartbeat goes out only after ``heartbeat_interval`` seconds without one.
 
 Records are typed (`trainmon.client.records`) and delivered under one policy (`trainmon.client.delivery`).
 When a record must be retried (API unreachable, slow, 5xx/408/425/429, or 401/403), it goes to the spool and so
@@ -42,6 +43,8 @@ from .records import LogBatch, MetricBatch, Record, decode
 from .spool import MemorySpool, Spool
 
 log = logging.getLogger("trainmon.exporter")
+#: records the API takes as a sign of life of the run (a heartbeat is sent only after this long without one)
+LIVENESS_OPS = frozenset({"metrics"})
 
 
 class Shipper:
@@ -300,6 +303,8 @@ class Shipper:
         if result.outcome is Outcome.DELIVERED:
             self.backoff.reset()
             self.stats[f"sent_{record.op}"] += 1
+            if record.op in LIVENESS_OPS:  # the API counts it as a heartbeat: no separate one is due
+                self._next_heartbeat = time.monotonic() + self.heartbeat_interval
             return True
         if result.outcome is Outcome.REJECTED:
             self._reject(record, result)

@@ -18,6 +18,7 @@ A token-less API on loopback is reachable by every page the user's browser opens
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -50,8 +51,8 @@ def allowed_hosts(settings: Settings) -> list[str]:
     """The Host names the API answers: ALLOWED_HOSTS, else HOST plus the loopback names. Raises
     HostsNotConfigured for a bind to every address without ALLOWED_HOSTS (which names clients use is unknown)."""
     given = split_list(settings.allowed_hosts)
-    if given:
-        return given
+    if given:  # an IPv6 address also in brackets, as it comes in a Host header
+        return list(dict.fromkeys(name for entry in given for name in (entry, *_bracketed_ipv6(entry))))
     host = settings.host.strip().lower()
     if host.strip("[]") in WILDCARD_BINDS:
         raise auth.HostsNotConfigured(
@@ -60,6 +61,13 @@ def allowed_hosts(settings: Settings) -> list[str]:
             "Host header (then a web page can reach a token-less API through DNS rebinding).")
     bracketed = f"[{host.strip('[]')}]" if ":" in host else host
     return list(dict.fromkeys([bracketed, *LOOPBACK_NAMES]))
+
+
+def _bracketed_ipv6(entry: str) -> list[str]:
+    try:
+        return [f"[{entry}]"] if ipaddress.ip_address(entry).version == 6 else []
+    except ValueError:
+        return []
 
 
 class HostAllowlistMiddleware:

@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     writes_per_minute: int = Field(30_000, ge=0)  # per token (per address without one), then 429; 0: no limit
     exporter_url_allow: str | None = None  # comma-separated CIDRs accepted in exporter_url despite the policy
 
+    # The dashboard's links from a run page (metadata_api/web), as users' browsers reach them; unset: no link.
+    prometheus_url: str | None = None  # a Prometheus graph of the run's series
+    grafana_url: str | None = None  # the training-overview dashboard of the run (GRAFANA_URL, as notifications)
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:

@@ -18,7 +18,7 @@ from .. import auth, errors
 from ..deps import ReadableRun, SessionDep
 from ..models import Project
 from ..repositories import run_views
-from ..schemas import Level
+from ..schemas import INT64_MAX, Level, Text
 from ..web import session as web_session
 from ..web.rendering import iso
 
@@ -43,7 +43,7 @@ class RunLogs(BaseModel):
 
 
 class SessionIn(BaseModel):
-    token: str = Field(min_length=1, max_length=256)
+    token: Text = Field(min_length=1, max_length=256)
 
 
 class SessionOut(BaseModel):
@@ -59,8 +59,8 @@ def run_keys(run: ReadableRun, session: SessionDep) -> RunKeys:
 
 @router.get("/runs/{run_id}/logs", response_model=RunLogs)
 def run_logs(run: ReadableRun, session: SessionDep, level: Level | None = None,
-             q: Annotated[str | None, Query(max_length=200)] = None,
-             after_id: Annotated[int | None, Query(ge=0)] = None, tail: bool = False,
+             q: Annotated[Text | None, Query(max_length=200)] = None,
+             after_id: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None, tail: bool = False,
              limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> RunLogs:
     """The run's log lines in time order, filtered (see the module docstring)."""
     lines = run_views.log_lines(session, run.key, level, q, after_id, limit, tail)

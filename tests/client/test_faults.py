@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,3 +128,20 @@ def test_an_unwritable_spool_folder_ships_from_memory(tmp_path: Path, caplog: py
         assert sum(len(stored(url, run_id, key)) for key in "abcd") == 4000
         assert status(url, run_id) == "COMPLETED" and sum(monitor.counters.dropped.values()) == 0
     assert "shipping from memory only" in caplog.text
+
+
+def test_metric_batches_are_the_heartbeat_while_a_run_logs(tmp_path: Path) -> None:
+    """At 64 ranks heartbeats were a quarter of all requests: a rank that ships batches sends none; an idle one
+    still does."""
+    with run_api(f"sqlite:///{tmp_path / 'hb.db'}", tmp_path) as url:
+        monitor = TrainingMonitor("faults", env={"TRAINMON_HEARTBEAT_INTERVAL": "2"}, api_url=url,
+                                  spool_dir=str(tmp_path / "spool"), **QUIET)
+        shipper = monitor.recorder.shipper
+        for step in range(600):  # 6 s of logging: a batch every second
+            monitor.log_metrics({"loss": 1.0}, step=step)
+            time.sleep(0.01)
+        busy = shipper.stats["heartbeats"]
+        time.sleep(5)  # idle: no batch proves liveness any more
+        idle = shipper.stats["heartbeats"] - busy
+        monitor.finish()
+    assert busy <= 1 and idle >= 1, (busy, idle)

@@ -142,6 +142,7 @@ def test_a_wildcard_bind_needs_allowed_hosts(tmp_path: Path) -> None:
     assert allowed_hosts(Settings(_env_file=None, host="0.0.0.0", allowed_hosts="*")) == ["*"]
     assert allowed_hosts(Settings(_env_file=None, host="::", allowed_hosts="a.example, *.b.example")) == [
         "a.example", "*.b.example"]
+    assert allowed_hosts(Settings(_env_file=None, host="::", allowed_hosts="fd00::5")) == ["fd00::5", "[fd00::5]"]
     with pytest.raises(ValueError, match="ALLOWED_HOSTS"):
         Settings(_env_file=None, allowed_hosts="evil*.example")
     env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}", "PATH": "/usr/bin:/bin"}

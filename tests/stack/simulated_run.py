@@ -79,7 +79,8 @@ def _train(monitors: list, api_url: str, run_id: str, experiment: str) -> None:
 def simulated_run(postgres_url: str, workdir: Path, experiment: str = EXPERIMENT,
                   adapt_config: Callable[[str], str] = lambda config: config,
                   prometheus_args: Sequence[str] = ()) -> Iterator[SimulatedRun]:
-    """The run, trained and scraped, once every recorded series has both ranks and the NaN made an alert pending."""
+    """The run, trained and scraped, once every recorded series has both ranks and the NaN made an alert pending.
+    The monitors' own API client is off (`mode="disabled"`): the test registers both ranks and stores points."""
     from trainmon.exporter import TrainingMonitor
 
     run_id = f"dash-{uuid.uuid4().hex[:8]}"
@@ -89,10 +90,10 @@ def simulated_run(postgres_url: str, workdir: Path, experiment: str = EXPERIMENT
         pushgateway_url = stack.enter_context(run_pushgateway(workdir / "pushgateway"))
         monitors = [
             TrainingMonitor(experiment, "dash-project", run_id=run_id, port=0, nvml_source=_replay_source(2),
-                            sample_interval=0.25, handle_signals=False, env=_rank_env(0)),
+                            sample_interval=0.25, handle_signals=False, env=_rank_env(0), mode="disabled"),
             TrainingMonitor(experiment, "dash-project", run_id=run_id, port=False, pushgateway_url=pushgateway_url,
                             push_interval=0.5, nvml_source=_replay_source(2), sample_interval=0.25,
-                            handle_signals=False, env=_rank_env(1), keep_push_group=True),
+                            handle_signals=False, env=_rank_env(1), keep_push_group=True, mode="disabled"),
         ]
         for monitor in monitors:
             stack.callback(monitor.finish)

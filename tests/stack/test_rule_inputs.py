@@ -12,12 +12,11 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
 from repo_files import RULE_TESTS_DIR, load_yaml, rule_groups
-from simulated_run import SimulatedRun, simulated_run
+from simulated_run import simulated_run
 from support.procs import wait_until
 
 pytestmark = pytest.mark.integration
@@ -108,4 +107,3 @@ def test_parse_series() -> None:
     assert parse_series('run:x:rate1m{experiment="e", run_id="r"}')[0] == "run:x:rate1m"
     with pytest.raises(AssertionError):
         parse_series("up{job=a}")
-    assert Path(RULE_TESTS_DIR).is_dir()
