@@ -5,9 +5,11 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
-# Debian packages the integration tests run for real: binary -> package.
-APT_NEEDS := prometheus:prometheus promtool:prometheus prometheus-pushgateway:prometheus-pushgateway \
-	prometheus-alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager \
+DEMO_STAMP := $(VENV)/.demo-installed
+# Debian packages run for real, binary -> package: the demo's stack, and what the tests add to it.
+DEMO_APT := prometheus:prometheus prometheus-pushgateway:prometheus-pushgateway \
+	prometheus-alertmanager:prometheus-alertmanager
+APT_NEEDS := $(DEMO_APT) promtool:prometheus amtool:prometheus-alertmanager \
 	initdb:postgresql pg_ctl:postgresql chromium:chromium
 
 .PHONY: demo test lint system-packages venv dashboards clean
@@ -19,16 +21,26 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q torch==2.13.0  # SDK tests: checkpoints, histograms, graphs (a local CPU build here)
 	touch $(STAMP)
 
+# What `make demo` needs, nothing more (no torch, no test toolchain): the API server, YAML for the stack's config,
+# numpy and pillow for the images and histograms it logs.
+$(DEMO_STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[demo]'
+	touch $(DEMO_STAMP)
+
 venv: $(STAMP)
 
-# The main job on embedded defaults: the metadata API on SQLite (./demo-data), a simulated trainer shipping to
-# it, Prometheus discovering it via /api/sd with the repo's rules, Alertmanager; Ctrl-C finishes the run and stops all.
-demo: system-packages $(STAMP)
+# The main job on embedded defaults: the metadata API and its dashboard on SQLite (./demo-data, port 5000 when
+# free), a simulated trainer shipping to it, Prometheus discovering it via /api/sd with the repo's rules,
+# Alertmanager; it prints the dashboard URL first; Ctrl-C finishes the run and stops all.
+demo: DEMO_ONLY := 1
+demo: system-packages $(DEMO_STAMP)
 	$(PY) -m devtools.demo
 
 # Installs the Debian packages above when one of their binaries is missing (root, or sudo when present).
 system-packages:
-	@missing=""; for pair in $(APT_NEEDS); do bin=$${pair%%:*}; pkg=$${pair##*:}; \
+	@missing=""; for pair in $(if $(DEMO_ONLY),$(DEMO_APT),$(APT_NEEDS)); do bin=$${pair%%:*}; pkg=$${pair##*:}; \
 	  if ! command -v $$bin >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/$$bin >/dev/null 2>&1; then \
 	    missing="$$missing $$pkg"; fi; done; \
 	if [ -n "$$missing" ]; then \

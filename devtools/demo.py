@@ -43,7 +43,7 @@ import requests
 from trainmon.exporter import TrainingMonitor
 
 from devtools import REPO
-from devtools.procs import API_COMMAND, ManagedProcess, api_environment, free_port, http_ok
+from devtools.procs import API_COMMAND, ManagedProcess, api_environment, free_port, http_ok, port_is_free
 
 DEMO_CONFIG = REPO / "prometheus" / "prometheus.demo.yml"
 FALLBACK_CONFIG = """global: {scrape_interval: 2s, scrape_timeout: 2s, evaluation_interval: 2s}
@@ -58,6 +58,7 @@ scrape_configs:
 EXPERIMENT, PROJECT = "demo-resnet", "trainmon-demo"
 STATIC_JOB, DISCOVERED_JOB = "trainmon-demo-trainer", "trainmon-trainers"  # prometheus.demo.yml / prometheus.yml
 INTERVAL = "2s"
+DASHBOARD_PORT = 5000  # the API (and its dashboard) where a user expects it, when that port is free
 COMPARE_KEYS = ("train_loss", "train_accuracy", "val_loss")
 PARAMS = {"model": "resnet50", "optimizer": {"name": "adamw", "lr": 3e-4, "weight_decay": 0.05},
           "batch_size": 64, "seq_len": 512, "warmup_steps": 100, "seed": 0}
@@ -112,10 +113,10 @@ class Servers:
         missing = [name for name in ("fastapi", "uvicorn", "sqlalchemy", "yaml") if not _installed(name)]
         if missing:
             print(f"demo: {', '.join(missing)} not installed; running without the metadata API "
-                  "(pip install -e '.[server]' pyyaml)")
+                  "(pip install -e '.[demo]')")
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        port = free_port()
+        port = DASHBOARD_PORT if port_is_free(DASHBOARD_PORT) else free_port()
         data_dir = self.data_dir.resolve()
         env = api_environment(f"sqlite:///{data_dir / 'trainmon.db'}", data_dir, port)
         self.api_url = self._spawn("metadata API", port, [*API_COMMAND, "--port", str(port)], "/readyz", env=env)
@@ -382,6 +383,9 @@ def _train(monitor: TrainingMonitor, servers: Servers, steps: int | None, durati
 
 
 def _print_urls(servers: Servers, monitor: TrainingMonitor) -> None:
+    if servers.api_url:
+        print(f"demo: dashboard at {servers.api_url}/  (this run: {servers.api_url}/runs/"
+              f"{quote(monitor.run_id, safe='')})")
     print(f"demo: run {monitor.run_id} exporting at {monitor.metrics_url}")
     if servers.prometheus_url:
         query = _loss_query(servers)

@@ -30,6 +30,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def port_is_free(port: int, host: str = LOOPBACK) -> bool:
+    """True when nothing listens on ``host:port`` and it can be bound right now."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def wait_until(check: Callable[[], bool], timeout: float = 30.0, interval: float = 0.1,
                what: str = "condition") -> None:
     """Poll `check` until it returns true; raise TimeoutError naming `what` otherwise (errors count as not yet)."""

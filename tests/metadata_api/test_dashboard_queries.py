@@ -4,7 +4,7 @@ The pages in a real browser are tests/web/."""
 
 from __future__ import annotations
 
-import math
+import json
 import re
 
 import pytest
@@ -59,8 +59,6 @@ def test_runs_table_filters_and_sorts_in_sql(seeded: TestClient, query: str, exp
 
 def test_runs_table_cells_show_last_and_min(seeded: TestClient) -> None:
     page = seeded.get("/?metrics=val_loss,train_loss&params=lr,opt.name").text
-    cells = dict(re.findall(r'<tr data-run-id="a">.*?data-metric="val_loss" data-agg="last">([^<]*)<', page, re.S))
-    assert cells == {} or True
     row = page.split('<tr data-run-id="a">')[1].split("</tr>")[0]
     assert re.findall(r'data-metric="val_loss" data-agg="(last|min)">([^<]*)<', row) == [("last", "0.5"),
                                                                                             ("min", "0.4")]
@@ -110,8 +108,6 @@ def test_the_event_stream_sends_new_points_logs_and_status(seeded: TestClient) -
             events[block["event"]] = block
             if {"points", "logs", "status"} <= set(events):
                 break
-    import json
-
     series = json.loads(events["points"]["data"])["series"]
     assert series == {"val_loss": [[300, "Infinity", series["val_loss"][0][2]]],
                       "acc": [[300, 0.7, series["acc"][0][2]]]}
@@ -119,7 +115,6 @@ def test_the_event_stream_sends_new_points_logs_and_status(seeded: TestClient) -
     assert json.loads(events["status"]["data"])["status"] == "COMPLETED"
     point_id, log_id = (int(part) for part in events["status"]["id"].split("."))
     assert point_id > int(cursor.split(".")[0]) and log_id > 0
-    assert not math.isnan(point_id)
 
 
 def _blocks(lines):  # noqa: ANN001, ANN202 - server-sent events, one dict per event
