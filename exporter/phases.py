@@ -8,7 +8,7 @@ per step does not: the straggler rule (prometheus/rules/training.yml) compares e
 step with its run's median rank.
 
 Cost: entering and leaving a phase is two ``perf_counter`` calls and two additions on a cached object (under
-1 us, see bench/log_metrics.py); at most `MAX_PHASES` names per monitor (labels stay bounded), further names are timed into ``other``.
+1 us); at most `MAX_PHASES` names per monitor (labels stay bounded), further names are timed into ``other``.
 A phase's kind is fixed when it is first used. A phase object is meant for one thread; phases of one name do not
 nest.
 """

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from trainmon.common.naming import normalize_key
 
-from .values import NONFINITE_KINDS, coerce_value, nonfinite_kind
+from .values import coerce_value
 
 log = logging.getLogger("trainmon.exporter")
 
@@ -39,19 +39,18 @@ DEFAULT_BUFFER_SIZE = 50_000  # log_metrics calls; drained every 0.25 s, so 50 s
 class _KeyStats:
     """Aggregates of one normalised key; label lists are built once."""
 
-    __slots__ = ("key", "labels", "nonfinite_labels", "last", "sum", "count", "nonfinite", "secs", "maxs", "mins",
-                 "exported", "is_epoch")
+    __slots__ = ("key", "labels", "last", "sum", "count", "nonfinite", "secs", "maxs", "mins", "exported",
+                 "is_epoch")
 
     def __init__(self, key: str, run_values: Sequence[str], ring_size: int):
         self.key = key
         self.labels = [*run_values, key]
-        self.nonfinite_labels = {kind: [*run_values, key, kind] for kind in NONFINITE_KINDS}
         self.exported = False  # becomes True with the first accepted value
         self.is_epoch = key == "epoch"
         self.last = math.nan
         self.sum = 0.0
         self.count = 0
-        self.nonfinite = dict.fromkeys(NONFINITE_KINDS, 0)
+        self.nonfinite = 0
         self.secs = [-1] * ring_size
         self.maxs = [0.0] * ring_size
         self.mins = [0.0] * ring_size
@@ -226,7 +225,7 @@ class TrainingCollector:
                 stats.count += 1
                 _update_extremes(stats, index, sec, number)
             else:
-                stats.nonfinite[nonfinite_kind(number)] += 1  # type: ignore[index]
+                stats.nonfinite += 1
                 if number == number:  # NaN has no place among extremes; +/-Inf has
                     _update_extremes(stats, index, sec, number)
             if stats.is_epoch:
@@ -322,8 +321,9 @@ class TrainingCollector:
         low = GaugeMetricFamily("trainmon_metric_window_min",
                                 f"Smallest value logged for key over the trailing {self.window_seconds}s",
                                 labels=key_names)
-        nonfinite = CounterMetricFamily("trainmon_metric_nonfinite_total", "Non-finite values logged for key",
-                                        labels=[*key_names, "kind"])
+        nonfinite = CounterMetricFamily("trainmon_metric_nonfinite_total",
+                                        "NaN, +Inf and -Inf values logged for key (which one: trainmon_metric_value, "
+                                        "or the history in the metadata API)", labels=key_names)
         oldest = int(now) - self.window_seconds + 1
         for stats in self._stats.values():
             labels = stats.labels
@@ -333,8 +333,7 @@ class TrainingCollector:
             if extrema is not None:
                 high.add_metric(labels, extrema[0])
                 low.add_metric(labels, extrema[1])
-            for kind, count in stats.nonfinite.items():
-                nonfinite.add_metric(stats.nonfinite_labels[kind], count)
+            nonfinite.add_metric(labels, stats.nonfinite)
         rejected = CounterMetricFamily("trainmon_metric_rejected_total", "Logged values rejected, by reason",
                                        labels=[*run_names, "reason"])
         for reason, count in self.rejected.items():

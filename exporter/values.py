@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import math
 import numbers
-
-NONFINITE_KINDS = ("nan", "+inf", "-inf")
 
 
 def coerce_value(value: object) -> float | None:
@@ -40,14 +37,3 @@ def _to_float(value: numbers.Real) -> float | None:
         return float(value)
     except (TypeError, ValueError, OverflowError):
         return None
-
-
-def nonfinite_kind(value: float) -> str | None:
-    """'nan', '+inf' or '-inf' for a non-finite float, None for a finite one."""
-    if value != value:
-        return "nan"
-    if value == math.inf:
-        return "+inf"
-    if value == -math.inf:
-        return "-inf"
-    return None

@@ -186,7 +186,7 @@ def _sqlite_aggregates(session: Session, run_key: int, key: str, first_step: int
     found = []
     with _sqlite_cursor(session) as cursor:
         for lo in range(first_step, last_step + 1, width):
-            span = (run_key, key, lo, lo + width - 1)
+            span = (run_key, key, lo, min(lo + width - 1, last_step))  # the last bucket ends with the range
             low, high, special = cursor.execute(_SQLITE_EXTREMES, span).fetchone()
             if special is None:  # no rows in this bucket
                 continue

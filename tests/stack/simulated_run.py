@@ -84,6 +84,7 @@ def simulated_run(postgres_url: str, workdir: Path, experiment: str = EXPERIMENT
     from trainmon.exporter import TrainingMonitor
 
     run_id = f"dash-{uuid.uuid4().hex[:8]}"
+    workdir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         database_url = stack.enter_context(fresh_postgres_database(postgres_url, prefix="stack"))
         api_url = stack.enter_context(run_api(database_url, workdir))
