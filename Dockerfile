@@ -9,8 +9,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
+# Every package folder of the distribution (pyproject.toml [tool.setuptools] lists them; a missing one fails the build).
+COPY common ./common
 COPY exporter ./exporter
+COPY client ./client
 COPY metadata_api ./metadata_api
+COPY integrations ./integrations
 # pyyaml: alertmanager/render.py, run from this image by the alertmanager-config service.
 RUN pip install ".[server,postgres]" "pyyaml>=6"
 COPY alertmanager ./alertmanager

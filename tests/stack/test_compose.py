@@ -98,3 +98,13 @@ def test_env_example_lists_every_variable_compose_interpolates() -> None:
     used = set(re.findall(r"\$\{(\w+)", text))
     listed = set(re.findall(r"^(\w+)=", (REPO / ".env.example").read_text(), re.M))
     assert used - listed == set()
+
+
+def test_dockerfile_copies_every_package_folder_of_the_distribution() -> None:
+    """The image installs the distribution: every folder in [tool.setuptools] package-dir must be in it."""
+    import tomllib
+
+    package_dirs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    copied = {path for line in re.findall(r"^COPY (.+) \S+$", (REPO / "Dockerfile").read_text(), re.M)
+              for path in line.split()}
+    assert set(package_dirs.values()) <= copied, set(package_dirs.values()) - copied
