@@ -10,15 +10,17 @@ DEMO_STAMP := $(VENV)/.demo-installed
 DEMO_APT := prometheus:prometheus prometheus-pushgateway:prometheus-pushgateway \
 	prometheus-alertmanager:prometheus-alertmanager
 APT_NEEDS := $(DEMO_APT) promtool:prometheus amtool:prometheus-alertmanager \
-	initdb:postgresql pg_ctl:postgresql chromium:chromium
+	initdb:postgresql pg_ctl:postgresql chromium:chromium kubectl:kubernetes-client
 
-.PHONY: demo test lint system-packages venv dashboards clean
+.PHONY: demo test lint system-packages venv dashboards kubernetes clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[dev]'
+	# torch first: the frameworks of the dev extra (lightning, transformers, accelerate) require torch, and pip
+	# keeps the one installed when it satisfies them; the other order would pull another torch, then replace it.
 	$(PIP) install -q torch==2.13.0  # SDK tests: checkpoints, histograms, graphs (a local CPU build here)
+	$(PIP) install -q -e '.[dev]'
 	touch $(STAMP)
 
 # What `make demo` needs, nothing more (no torch, no test toolchain): the API server, YAML for the stack's config,
@@ -61,6 +63,10 @@ test: system-packages $(STAMP)
 
 dashboards: $(STAMP)
 	$(PY) grafana/dashboards/generate.py
+
+# deploy/kubernetes/generated/ from prometheus/rules, grafana/dashboards and alertmanager (one source of each).
+kubernetes: $(STAMP)
+	$(PY) deploy/render_kubernetes.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

@@ -27,7 +27,7 @@ from trainmon.common.statuses import final_status
 from trainmon.common.wire import Point, json_safe
 
 from . import discovery, pending_status
-from .api_client import ApiClient
+from .api_client import ApiClient, ApiError, ApiUnavailable, quote_segment
 from .config import ClientConfig, default_spool_dir
 from .context import capture_context
 from .delivery import Outcome, deliver
@@ -60,6 +60,7 @@ class RunRecorder:
         self.rank = rank
         self.world_size = world_size
         self.experiment_id: int | None = None
+        self.exporter_url = exporter_url
         self.on_checkpoint = on_checkpoint
         self.params: dict[str, Any] = {}
         self.shipper: Shipper | None = None
@@ -143,6 +144,11 @@ class RunRecorder:
         previous, self.client.timeout = self.client.timeout, REGISTRATION_TIMEOUT
         try:
             result = deliver(self.client, registration)
+            if (result.outcome is Outcome.REJECTED and result.status == 422 and "context" in registration.body
+                    and "context" in result.message):  # an API older than the `context` field refuses it
+                log.info("trainmon: the metadata API does not take the run context; registering without it")
+                registration.body.pop("context")
+                result = deliver(self.client, registration)
         finally:
             self.client.timeout = previous
         if result.outcome is Outcome.DELIVERED:
@@ -225,8 +231,24 @@ class RunRecorder:
         delivered = shipper.stop(self.config.flush_timeout if timeout is None else timeout)
         if self.rank == 0 or status != "COMPLETED":
             delivered = self._send_final_status(status) and delivered
+        else:
+            self._leave_discovery()
         shipper.close(0)
         return delivered or self.config.mode == "offline"
+
+    def _leave_discovery(self) -> None:
+        """A rank that ends before the run does leaves /api/sd, so Prometheus stops scraping it instead of calling
+        it down. One short attempt, never spooled: a replay after a restart would remove a new registration."""
+        if self.client is None or not self.exporter_url:
+            return
+        previous, self.client.timeout = self.client.timeout, REGISTRATION_TIMEOUT
+        try:
+            self.client.request("DELETE", f"/api/runs/{quote_segment(self.run_id)}/endpoints/{int(self.rank)}")
+        except (ApiError, ApiUnavailable) as error:
+            log.info("trainmon: rank %d could not leave service discovery (%s); Prometheus drops it when the run "
+                     "ends", self.rank, error)
+        finally:
+            self.client.timeout = previous
 
     def _send_final_status(self, status: str) -> bool:
         """Straight to the API (not behind a spooled backlog); when it cannot take it now, into

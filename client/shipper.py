@@ -161,6 +161,9 @@ class Shipper:
             self._drop("spool_error", sum(decode(record).point_count() for _position, record in self.spool.records()))
             log.error("trainmon: %d records of run %s were neither delivered nor spooled (no spool folder could be "
                       "written)", self.spool.count, self.run_id)
+        elif left and self.client is None:
+            log.info("trainmon: run %s is recorded in %s (upload: trainmon sync %s)", self.run_id,
+                     self.spool.directory, self.spool.directory)
         elif left:
             log.warning("trainmon: %d bytes of run %s are waiting in the spool %s; they are sent when the API is "
                         "reachable, or now with: trainmon sync %s", self.spool.size_bytes, self.run_id,

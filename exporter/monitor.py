@@ -196,7 +196,8 @@ class TrainingMonitor(RunMethods):
     # --- lifecycle ---
 
     def finish(self, status: str = "COMPLETED") -> None:
-        """End the run: final drain, stop threads, final push or group delete, stop the server. Idempotent."""
+        """End the run: final drain, stop threads, final push or group delete, the metadata side (`on_finish`),
+        stop the server. Idempotent."""
         status = final_status(status)
         with self._finish_lock:
             if self._finishing:
@@ -209,12 +210,14 @@ class TrainingMonitor(RunMethods):
             self.training.drain()
             if self.pusher is not None:
                 self.pusher.finish(delete=status == "COMPLETED" and not self.config.keep_push_group)
+            # The metadata side first (final status, or this rank leaving service discovery), then the server:
+            # Prometheus never sees a rank down that is still listed as a target.
+            for callback in self.on_finish:
+                _quietly(lambda callback=callback: callback(status), "an on_finish callback")
             if self.server is not None:
                 self.server.stop()
             for collector in self.sampled:
                 _quietly(collector.close, f"closing the {collector.name} collector")
-            for callback in self.on_finish:
-                _quietly(lambda callback=callback: callback(status), "an on_finish callback")
         finally:
             self._exit_hooks.remove()
 

@@ -353,6 +353,9 @@ class TrainingCollector:
             family.add_metric(values, number)
             return family
 
+        world_size = self.info_labels.get("world_size")
+        if world_size:
+            yield gauge("trainmon_world_size", "Ranks in the run (the launcher's WORLD_SIZE)", float(world_size))
         if self.step is not None:
             yield gauge("trainmon_step", "Last step logged", self.step)
         if self.epoch is not None:

@@ -77,7 +77,8 @@ class TrainmonCallback(TrainerCallback):
         if state.is_world_process_zero and not self._params_logged:
             self._params_logged = True
             monitor.log_params(_params(args, model))
-            self._checkpoints.remember(_checkpoint_files(Path(args.output_dir), "all", any_step=True))
+            if getattr(args, "output_dir", None):  # checkpoints of an earlier run (a resume) stay unregistered
+                self._checkpoints.remember(_checkpoint_files(Path(args.output_dir), "all", any_step=True))
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
                **kwargs: Any) -> None:
@@ -94,7 +95,7 @@ class TrainmonCallback(TrainerCallback):
             return
         monitor = self._get(args)
         step, epoch = state.global_step, state.epoch
-        folder = Path(args.output_dir) / f"checkpoint-{step}"
+        folder = Path(args.output_dir or ".") / f"checkpoint-{step}"
         for path in _checkpoint_files(folder, self._checkpoint_files):
             self._checkpoints.register(monitor, path, name=f"{folder.name}-{path.name}", step=step,
                                        epoch=int(epoch) if epoch is not None else None, metrics=self._eval_metrics)

@@ -55,15 +55,19 @@ class WatchHandle:
         self.names = [name for name, _ in named]
         self.tensors = [p for _, p in named]
         self._hooks = [model.register_forward_pre_hook(self._before_forward)]
-        if self.gradients and self.tensors:
-            self._hooks.append(torch.autograd.graph.register_multi_grad_hook(self.tensors, self._after_backward,
-                                                                            mode="all"))
+        self._pending: Any = None  # the gradient hook of a watched step, installed for that step only
 
     def remove(self) -> None:
         """Remove the hooks (idempotent)."""
         for hook in self._hooks:
             hook.remove()
         self._hooks = []
+        self._drop_pending()
+
+    def _drop_pending(self) -> None:
+        if self._pending is not None:
+            self._pending.remove()
+            self._pending = None
 
     def __enter__(self) -> WatchHandle:
         return self
@@ -78,6 +82,8 @@ class WatchHandle:
             return
         count = self.steps
         self.steps = count + 1
+        if self._pending is not None:  # the previous watched step's backward is over (or never came)
+            self._drop_pending()
         if count % self.every:
             self._armed_step = None
             return
@@ -86,6 +92,9 @@ class WatchHandle:
         if self.parameters:
             with torch.no_grad():
                 self._log("param", self.names, [p.detach() for p in self.tensors], step)
+        if self.gradients and self.tensors:  # one hook, for this step's backward only: nothing between
+            self._pending = torch.autograd.graph.register_multi_grad_hook(self.tensors, self._after_backward,
+                                                                          mode="all")
 
     def _after_backward(self, grads: tuple[Any, ...]) -> None:
         step = self._armed_step

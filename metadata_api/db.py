@@ -44,8 +44,8 @@ _SQLITE_STORAGE_CODES = {8: "database is read-only", 10: "disk I/O error on the 
                          11: "database file is corrupt", 13: "disk full", 14: "database file cannot be opened",
                          26: "database file is not a database"}
 #: PostgreSQL SQLSTATEs of the same kind (read-only transaction or standby, disk full, schema missing)
-_PG_STORAGE_STATES = {"25006": "database is read-only", "53100": "disk full", "42P01": "database schema missing"}
-SCHEMA_MISSING = "database schema missing (not migrated, or the database file was deleted or replaced)"
+SCHEMA_MISSING = "database schema missing (not migrated, or the database was deleted or replaced)"
+_PG_STORAGE_STATES = {"25006": "database is read-only", "53100": "disk full", "42P01": SCHEMA_MISSING}
 #: `/readyz` reports "disk full" below this much free space on the SQLite file's filesystem
 MIN_FREE_BYTES = 1024 * 1024
 PROBE_WAIT_MS = 1000

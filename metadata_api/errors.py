@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .db import is_retryable, storage_problem
-from .schemas import ErrorOut
+from .schemas import INT64_MAX, ErrorOut
 
 log = logging.getLogger("trainmon.metadata_api.errors")
 BUSY_RETRY_AFTER = "1"
@@ -37,7 +37,10 @@ STORAGE_RETRY_AFTER = "5"
 async def validation_error(_request: Request, exc: Exception) -> JSONResponse:
     """FastAPI's 422 answer, with echoed inputs that JSON cannot carry (NaN, lone surrogates) made safe."""
     assert isinstance(exc, RequestValidationError)
-    return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
+    errors = [{**item, "ctx": {key: str(value) if isinstance(value, Exception) else value
+                               for key, value in item["ctx"].items()}} if isinstance(item.get("ctx"), dict) else item
+              for item in exc.errors()]
+    return JSONResponse({"detail": _json_safe(jsonable_encoder(errors))}, status_code=422)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -128,7 +131,24 @@ def document(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def _exact_integers(node: Any) -> None:
+    """Integer bounds back as integers: FastAPI's OpenAPI model stores them as floats, and the float of
+    INT64_MAX is 2**63, one more than any BIGINT."""
+    if isinstance(node, dict):
+        if node.get("type") == "integer":
+            for key in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+                value = node.get(key)
+                if isinstance(value, float) and value.is_integer():
+                    node[key] = INT64_MAX if value == float(INT64_MAX) else int(value)
+        for item in node.values():
+            _exact_integers(item)
+    elif isinstance(node, list):
+        for item in node:
+            _exact_integers(item)
+
+
 def _complete(schema: dict[str, Any]) -> None:
+    _exact_integers(schema)
     schemas = schema.setdefault("components", {}).setdefault("schemas", {})
     schemas.setdefault("ErrorOut", ErrorOut.model_json_schema())
     content = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = {"common": "trainmon/common", "exporter": "trainmon/exporter", "client": "trainmon/client",
-            "metadata_api": "trainmon/metadata_api"}
+            "metadata_api": "trainmon/metadata_api", "integrations": "trainmon/integrations"}
 NOT_SHIPPED = ("devtools", "tests", "bench", "nvml_replay", "demo.py", "stack_render", "procs.py", "conftest")
 IMPORT_CHECK = ("import trainmon.exporter as e; from trainmon.exporter import TrainingMonitor; "
                 "print(e.__file__)")

@@ -21,7 +21,8 @@ class RandomTokens(torch.utils.data.Dataset):
 
 if __name__ == "__main__":
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=32, n_embd=32, n_layer=2, n_head=2))
+    config = GPT2Config(vocab_size=64, n_positions=32, n_embd=32, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0)
+    model = GPT2LMHeadModel(config)
     args = TrainingArguments(
         output_dir="hf-output", run_name="gpt2-tiny", max_steps=8, per_device_train_batch_size=4,
         learning_rate=1e-3, logging_steps=1, eval_strategy="steps", eval_steps=4, save_steps=4,

@@ -1,4 +1,4 @@
-"""Distributed: per-rank step time and rate, the straggler spread, and GPUs per node."""
+"""Distributed: per-rank step and compute time, the straggler spread, and GPUs per node."""
 
 from trainmon_panels import (
     RUN,
@@ -7,8 +7,6 @@ from trainmon_panels import (
     prom,
     run_stat,
     run_variable,
-    sql,
-    stat,
     table,
     timeseries,
 )
@@ -20,17 +18,13 @@ dashboard = dashboard(
     variables=[experiment_variable(), run_variable(multi=False)],
     panels=[
         run_stat("Ranks reporting", f"count by (cluster, run_id) (trainmon_run_info{{{RUN}}})", decimals=0, width=6),
-        # The registered world size as a number: PromQL cannot turn trainmon_run_info's world_size label into a
-        # value (its value is 1), the metadata DB stores it as one.
-        stat("World size", sql("SELECT r.world_size AS world_size FROM runs r\n"
-                               "WHERE r.id = '$run_id' AND r.world_size IS NOT NULL\n"
-                               "ORDER BY r.start_time DESC LIMIT 1"),
-             decimals=0, width=6, description="World size the run's ranks registered with the metadata API (metadata "
-                                              "DB); Ranks reporting counts those Prometheus sees."),
+        run_stat("World size", f"max by (cluster, run_id) (trainmon_world_size{{{RUN}}})", decimals=0, width=6,
+                 description="The launcher's WORLD_SIZE as the ranks report it; Ranks reporting counts those "
+                             "Prometheus sees."),
         run_stat("Step-time spread across ranks", f"run:trainmon_step_duration_seconds:spread_ratio5m{{{RUN}}}",
                  unit="percentunit", width=6,
-                 description="(slowest - fastest rank) / median rank, 5-minute means. TrainmonStragglerRank fires "
-                             "when a rank is 25% above the median for 10 minutes."),
+                 description="(slowest - fastest rank) / median rank, 5-minute means. Under synchronous training "
+                             "step times even out: TrainmonStragglerRank compares compute time per step."),
         run_stat("Median rank step time", f"run:trainmon_step_duration_seconds:median_over_ranks5m{{{RUN}}}",
                  unit="s", width=6),
         timeseries("Step time per rank (1m mean)",
@@ -40,6 +34,16 @@ dashboard = dashboard(
                         " / on (cluster, experiment, run_id) group_left "
                         f"run:trainmon_step_duration_seconds:median_over_ranks5m{{{RUN}}}", "rank {{rank}}"),
                    unit="percentunit"),
+        timeseries("Compute time per step, per rank",
+                   prom(f"rank:trainmon_compute_seconds_per_step:rate2m{{{RUN}}}", "rank {{rank}}"), unit="s",
+                   description="Seconds in compute phases (monitor.phase) per step: under synchronous data "
+                               "parallelism the slow rank shows here, not in its step time."),
+        timeseries("Compute time relative to the median rank",
+                   prom(f"rank:trainmon_compute_seconds_per_step:rate2m{{{RUN}}}"
+                        " / on (cluster, experiment, run_id) group_left "
+                        f"run:trainmon_compute_seconds_per_step:median_over_ranks2m{{{RUN}}}", "rank {{rank}}"),
+                   unit="percentunit",
+                   description="TrainmonStragglerRank fires above trainmon:straggler_threshold:ratio (1.1)."),
         timeseries("Steps/s per rank",
                    prom(f"rate(trainmon_steps_total{{{RUN}}}[$__rate_interval])", "rank {{rank}}")),
         timeseries("GPU utilization per node",

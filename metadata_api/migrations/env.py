@@ -27,8 +27,12 @@ def run_migrations_online() -> None:
     with engine.connect() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_ID})
+        # transactional_ddl: one transaction for the whole upgrade on SQLite too (Alembic's default there is a
+        # commit after each revision, which lets a waiting process read a revision between two of them and apply
+        # the next one twice).
         context.configure(connection=connection, target_metadata=target_metadata,
-                          render_as_batch=connection.dialect.name == "sqlite", compare_type=True)
+                          render_as_batch=connection.dialect.name == "sqlite", compare_type=True,
+                          transactional_ddl=True)
         with context.begin_transaction():
             context.run_migrations()
         connection.commit()

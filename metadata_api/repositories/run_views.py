@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
@@ -81,16 +82,33 @@ def cursor_now(session: Session) -> tuple[int, int]:
     return int(points), int(lines)
 
 
-def points_since(session: Session, run_key: int, after_id: int, limit: int) -> list[Sequence]:
-    """(id, key, step, value, special, wall_time) of the run's points written after point `after_id`, in id
-    order: a primary-key range scan over the rows written since (of every run), at most `limit` of the run's."""
-    query = (select(MetricPoint.id, MetricPoint.key, MetricPoint.step, MetricPoint.value, MetricPoint.special,
-                    MetricPoint.wall_time).where(MetricPoint.id > after_id, MetricPoint.run_key == run_key)
-             .order_by(MetricPoint.id).limit(limit))
-    return list(session.execute(query))
+def _recent(model: type[MetricPoint] | type[LogLine], after_id: int, scan: int) -> Any:
+    """The `scan` rows written first after row `after_id` (every run's): a primary-key range scan, whatever the
+    planner thinks of the run's own index, so a poll costs the rows written since the last one, never a run's
+    whole history."""
+    return select(model).where(model.id > after_id).order_by(model.id).limit(scan).subquery()
 
 
-def lines_since(session: Session, run_key: int, after_id: int, limit: int) -> list[tuple[int, datetime, str, str]]:
-    query = (select(LogLine.id, LogLine.time, LogLine.level, LogLine.message)
-             .where(LogLine.id > after_id, LogLine.run_key == run_key).order_by(LogLine.id).limit(limit))
-    return [tuple(row) for row in session.execute(query)]  # type: ignore[misc]
+def points_since(session: Session, run_key: int, after_id: int, scan: int) -> tuple[list[Sequence], int, int]:
+    """(id, key, step, value, special, wall_time) of the run's points among the `scan` points written after point
+    `after_id`, in id order; the id to continue after (the last one scanned) and how many were scanned."""
+    recent = _recent(MetricPoint, after_id, scan)
+    rows = list(session.execute(select(recent.c.id, recent.c.key, recent.c.step, recent.c.value, recent.c.special,
+                                       recent.c.wall_time).where(recent.c.run_key == run_key)
+                                .order_by(recent.c.id)))
+    return (rows, *_scanned(session, recent, after_id))
+
+
+def _scanned(session: Session, recent: Any, after_id: int) -> tuple[int, int]:
+    last, count = session.execute(select(func.max(recent.c.id), func.count())).one()
+    return (int(last) if last is not None else after_id), int(count)
+
+
+def lines_since(session: Session, run_key: int, after_id: int,
+                scan: int) -> tuple[list[tuple[int, datetime, str, str]], int, int]:
+    """Like `points_since`, for log lines: (id, time, level, message)."""
+    recent = _recent(LogLine, after_id, scan)
+    rows = [tuple(row) for row in session.execute(
+        select(recent.c.id, recent.c.time, recent.c.level, recent.c.message).where(recent.c.run_key == run_key)
+        .order_by(recent.c.id))]
+    return (rows, *_scanned(session, recent, after_id))  # type: ignore[return-value]

@@ -25,11 +25,12 @@ from ..deps import ReadableRun, SessionDep, SettingsDep, WritableRun
 from ..models import NAME_LENGTH, Artifact
 from ..repositories import records
 from ..schemas import INT32_MAX, INT64_MAX, ArtifactKind, ArtifactOut, Page, Text, invalid
-from ..schemas.base import check_json_object, text_problem
+from ..schemas.base import MAX_JSON_TEXT, check_json_object, text_problem
 from ..services import artifact_store, limits
 from .experiments import Limit, Offset
 
 router = APIRouter(prefix="/api", tags=["artifacts"])
+METADATA = "a JSON object (at most MAX_PARAMS_BYTES)"
 
 
 def artifact_out(artifact: Artifact, run_id: str) -> ArtifactOut:
@@ -48,7 +49,8 @@ def upload_artifact(run: WritableRun, session: SessionDep, settings: SettingsDep
                     file: Annotated[UploadFile, File()], kind: Annotated[ArtifactKind, Form()],
                     name: Annotated[Text, Form(min_length=1, max_length=MAX_NAME_BYTES, description=NAME_RULE)],
                     step: Annotated[int | None, Form(ge=0, le=INT64_MAX)] = None,
-                    metadata: Annotated[Text | None, Form(description="a JSON object")] = None) -> ArtifactOut:
+                    metadata: Annotated[Text | None, Form(max_length=MAX_JSON_TEXT, description=METADATA)] = None,
+                    ) -> ArtifactOut:
     meta = _metadata(metadata)
     limits.check_json_size(meta, settings, "metadata")
     media_type = file.content_type

@@ -30,9 +30,9 @@ from .. import deps
 from ..deps import ProjectQuery, ReadableExperiment, ReadableRun, RunIdPath, SessionDep, SettingsDep, WritableRun
 from ..models import Checkpoint
 from ..repositories import checkpoints as checkpoint_repo
-from ..schemas import CheckpointIn, CheckpointOut, ExperimentModels, Page, RunId
+from ..schemas import CheckpointIn, CheckpointOut, ExperimentModels, Page, RunId, Text
 from ..schemas.base import INT32_MAX, INT64_MAX
-from ..services import artifact_store, upload_stream
+from ..services import artifact_store, limits, upload_stream
 from .experiments import Limit, Offset
 
 router = APIRouter(prefix="/api", tags=["checkpoints"])
@@ -50,10 +50,13 @@ def checkpoint_out(checkpoint: Checkpoint, run_id: str) -> CheckpointOut:
 
 
 @router.post("/runs/{run_id}/checkpoints", response_model=CheckpointOut, status_code=status.HTTP_201_CREATED,
-             responses={200: {"description": "the name was registered before; its fields were replaced"},
-                        400: {"description": "the name has a path separator or '..'"}})
-def register_checkpoint(body: CheckpointIn, run: WritableRun, session: SessionDep,
+             responses={200: {"model": CheckpointOut,
+                              "description": "the name was registered before; its fields were replaced"},
+                        400: {"description": "the name has a path separator or '..'"},
+                        413: {"description": "metrics over MAX_PARAMS_BYTES as JSON, or body over MAX_BODY_BYTES"}})
+def register_checkpoint(body: CheckpointIn, run: WritableRun, session: SessionDep, settings: SettingsDep,
                         response: Response) -> CheckpointOut:
+    limits.check_json_size(body.metrics, settings, "metrics")
     try:
         check_name(body.name)
     except BadName as error:
@@ -71,7 +74,7 @@ def register_checkpoint(body: CheckpointIn, run: WritableRun, session: SessionDe
 
 @router.get("/runs/{run_id}/checkpoints", response_model=Page[CheckpointOut])
 def list_checkpoints(run: ReadableRun, session: SessionDep, limit: Limit = 50, offset: Offset = 0,
-                     name: Annotated[str | None, Query(min_length=1, max_length=MAX_NAME_BYTES)] = None,
+                     name: Annotated[Text | None, Query(min_length=1, max_length=MAX_NAME_BYTES)] = None,
                      step: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None) -> Page[CheckpointOut]:
     """The run's checkpoints, newest (last registered) first; filter by `name` and `step`."""
     rows, total = checkpoint_repo.of_run(session, run.key, limit, offset, name, step)

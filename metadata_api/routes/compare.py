@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, status
-from trainmon.common.naming import normalize_key
+from trainmon.common.naming import MAX_KEY_LENGTH, normalize_key
 
 from .. import auth, errors
 from ..deps import PrincipalDep, ProjectQuery, SessionDep, require_access, resolve_run
-from ..models import Experiment, Run
+from ..models import RUN_ID_LENGTH, Experiment, Run
 from ..reduction import MIN_MAX_POINTS
 from ..repositories import runs as run_repo
 from ..repositories import series as series_repo
@@ -28,8 +28,10 @@ MAX_KEYS = 20
 @router.get("/compare", response_model=Comparison,
             responses={404: errors.error("unknown run or experiment"),
                        409: errors.error("a run id of `runs` exists in several projects: give `project`")})
-def compare(session: SessionDep, principal: PrincipalDep, keys: Annotated[Text, Query(min_length=1)],
-            runs: Text | None = None, experiments: Text | None = None,
+def compare(session: SessionDep, principal: PrincipalDep,
+            keys: Annotated[Text, Query(min_length=1, max_length=MAX_KEYS * (MAX_KEY_LENGTH + 1))],
+            runs: Annotated[Text | None, Query(max_length=MAX_RUNS * (RUN_ID_LENGTH + 1))] = None,
+            experiments: Annotated[Text | None, Query(max_length=MAX_RUNS * 11)] = None,
             align: Literal["step", "time"] = "step",
             max_points: Annotated[int, Query(ge=MIN_MAX_POINTS, le=100_000)] = 2000,
             project: ProjectQuery = None) -> Comparison:

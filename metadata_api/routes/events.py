@@ -11,14 +11,18 @@ passes the cursor of the moment it was rendered (`cursor=`), and a reconnecting 
 it got (`Last-Event-ID`), so nothing logged in between is missed. A stream lasts at most STREAM_SECONDS (the
 browser reconnects at once, `retry`), so a server shutting down is never held up for long.
 
-Cost per connection: three primary-key lookups per poll, reading only rows written since the previous poll, and at
-most MAX_POINTS points and MAX_LINES lines per event; at most MAX_STREAMS streams per process (503 beyond).
+Cost per connection and poll: a primary-key range scan of the points and log lines written since the previous
+poll (of every run: SCAN_ROWS at a time, at most MAX_SCANS scans, else a `reset` and a skip to now), never a run's
+whole history, and one lookup of the run's row; at most MAX_POINTS points and MAX_LINES lines an event; at most
+MAX_STREAMS streams per process (503 beyond). On PostgreSQL a point committed after a later-numbered one may be
+missed by a stream (ids are taken before commit); the page's next reload or zoom reads it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -43,12 +47,17 @@ STREAM_SECONDS = 25.0
 MAX_POINTS = 5000
 MAX_LINES = 500
 MAX_STREAMS = 64
+SCAN_ROWS = 20_000  # rows (of every run) one scan reads past the cursor
+MAX_SCANS = 5  # scans a poll makes to catch up before skipping to now
+
+
+CURSOR = r"^[0-9]{1,18}\.[0-9]{1,18}$"  # ASCII digits only (str.isdigit takes "²"), within BIGINT
 
 
 def parse_cursor(text: str | None) -> tuple[int, int] | None:
-    points, _, lines = (text or "").strip().partition(".")
-    if not points.isdigit() or not lines.isdigit():
+    if text is None or not re.fullmatch(CURSOR, text.strip()):
         return None
+    points, _, lines = text.strip().partition(".")
     return int(points), int(lines)
 
 
@@ -56,7 +65,8 @@ def parse_cursor(text: str | None) -> tuple[int, int] | None:
             responses={200: {"content": {"text/event-stream": {}}, "description": "the run's live events"},
                        503: errors.error("too many open event streams, or the database is busy: retry later")})
 def run_events(request: Request, run: ReadableRun, session: SessionDep,
-               cursor: Annotated[str | None, Query(max_length=64, description="`<point id>.<log id>`")] = None,
+               cursor: Annotated[str | None, Query(max_length=64, pattern=CURSOR,
+                                                   description="`<point id>.<log id>`")] = None,
                last_event_id: Annotated[str | None, Header(include_in_schema=False, max_length=64)] = None,
                ) -> StreamingResponse:
     """Server-sent events of the run's new points, log lines and status changes (see the module docstring)."""
@@ -84,17 +94,33 @@ class _Poll:
     points: list
     lines: list
     state: tuple | None  # (status, end_time, last_heartbeat); None when the run is gone
-    skipped_to: tuple[int, int] | None = None  # the cursor of now, when there were too many new points
+    cursor: tuple[int, int]  # where the next poll starts
+    skipped: bool = False  # too many new points: the cursor skipped to now
+
+
+def _catch_up(read: Any, session: Any, run_key: int, after_id: int, most: int) -> tuple[list, int, bool]:
+    """The run's rows since `after_id`, SCAN_ROWS rows of every run at a time, at most MAX_SCANS scans or `most`
+    of the run's rows; the cursor to continue after, and whether everything written since was read."""
+    found: list = []
+    for _ in range(MAX_SCANS):
+        rows, after_id, scanned = read(session, run_key, after_id, SCAN_ROWS)
+        found.extend(rows)
+        if scanned < SCAN_ROWS:
+            return found, after_id, True
+        if len(found) > most:
+            break
+    return found, after_id, False
 
 
 def _poll(sessions: Any, run_key: int, cursor: tuple[int, int]) -> _Poll:
     with sessions() as session:
-        points = run_views.points_since(session, run_key, cursor[0], MAX_POINTS + 1)
-        lines = run_views.lines_since(session, run_key, cursor[1], MAX_LINES)
+        points, point_cursor, caught_up = _catch_up(run_views.points_since, session, run_key, cursor[0], MAX_POINTS)
+        lines, line_cursor, _ = _catch_up(run_views.lines_since, session, run_key, cursor[1], MAX_LINES)
         state = session.execute(select(Run.status, Run.end_time, Run.last_heartbeat).where(Run.key == run_key)).first()
-        found = _Poll(points, lines, None if state is None else tuple(state))
-        if len(points) > MAX_POINTS:  # too far behind: skip to now, the page reloads its charts
-            found.points, found.skipped_to = [], run_views.cursor_now(session)
+        found = _Poll(points, lines[-MAX_LINES:], None if state is None else tuple(state), (point_cursor, line_cursor))
+        if not caught_up or len(points) > MAX_POINTS:  # too far behind: skip to now, the page reloads its charts
+            found.points, found.skipped = [], True
+            found.cursor = (run_views.cursor_now(session)[0], line_cursor)
     return found
 
 
@@ -110,16 +136,14 @@ async def _stream(sessions: Any, run_key: int, cursor: tuple[int, int], streams:
             if found.state is None:
                 yield _event("status", {"status": "DELETED"}, cursor)
                 return
-            if found.skipped_to is not None:
-                cursor = (found.skipped_to[0], cursor[1])
-                yield _event("reset", {"reason": f"more than {MAX_POINTS} new points"}, cursor)
+            if found.skipped:
+                yield _event("reset", {"reason": f"more than {MAX_POINTS} new points"}, found.cursor)
             if found.points:
-                cursor = (found.points[-1][0], cursor[1])
-                yield _event("points", {"series": _series(found.points)}, cursor)
+                yield _event("points", {"series": _series(found.points)}, (found.cursor[0], cursor[1]))
             if found.lines:
-                cursor = (cursor[0], found.lines[-1][0])
                 yield _event("logs", {"lines": [{"id": i, "time": iso(t), "level": level, "message": message}
-                                                for i, t, level, message in found.lines]}, cursor)
+                                                for i, t, level, message in found.lines]}, found.cursor)
+            cursor = found.cursor
             if found.state != last_state:
                 last_state = found.state
                 run_status, end_time, heartbeat = found.state

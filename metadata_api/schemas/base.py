@@ -42,6 +42,10 @@ INT64_MAX = 2**63 - 1
 MAX_JSON_DEPTH = 64
 #: what the OpenAPI document states for every text field (the check itself is `check_text`)
 NO_NUL_PATTERN = r"^[^\x00]*$"
+#: the part of `trainmon.common.files.NAME_RULE` a pattern states simply: no control characters or separators
+NAME_PATTERN = r"^[^\x00-\x1f\x7f/\\]+$"
+#: longest JSON object sent as text (an artifact's `metadata` form field); MAX_PARAMS_BYTES applies too
+MAX_JSON_TEXT = 16 * 1024 * 1024
 NUL_MESSAGE = "must not contain NUL (\\x00) characters"
 SURROGATE_MESSAGE = "must be valid Unicode (a lone surrogate is not)"
 
@@ -121,7 +125,8 @@ MetricKey = Annotated[str, Field(min_length=1, max_length=MAX_KEY_LENGTH, json_s
 RunId = Annotated[str, Field(min_length=1, max_length=RUN_ID_LENGTH, json_schema_extra=_RUN_ID_SCHEMA),
                   AfterValidator(_run_id)]
 #: a plain file name (experiment, project): the common rule, stated in the OpenAPI document too
-Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_BYTES, description=NAME_RULE),
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_BYTES, description=NAME_RULE,
+                            json_schema_extra={"pattern": NAME_PATTERN}),
                  AfterValidator(check_text), AfterValidator(check_name)]
 BatchId = Annotated[Text, Field(min_length=1, max_length=NAME_LENGTH)]
 #: params, checkpoint metrics, artifact metadata: any JSON object (`check_json_object`)

@@ -28,7 +28,7 @@ class CheckpointIn(BaseModel):
     epoch: StrictCount | None = None
     uri: Text = Field(min_length=1, max_length=2048)
     size_bytes: StrictCount
-    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+    sha256: str = Field(min_length=64, max_length=64, pattern=r"^[0-9a-fA-F]{64}$")
     metrics: JsonObject | None = None  # non-finite values are stored as "NaN", "Infinity", "-Infinity"
 
 

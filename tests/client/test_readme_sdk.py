@@ -41,8 +41,9 @@ def test_docs_sdk_example_runs_as_written(tmp_path: Path, api_server: ApiServer)
                           / "rank0").iterdir())
     assert [path.name for path in checkpoints] == ["checkpoint-step000000199.pt", "checkpoint-step000000299.pt"]
     with sqlite3.connect(api_server.db_path) as db:
-        kinds = [kind for (kind,) in db.execute("SELECT kind FROM artifacts WHERE run_id = ?", (run["run_id"],))]
-        logs = [m for (m,) in db.execute("SELECT message FROM log_lines WHERE run_id = ?", (run["run_id"],))]
+        of_run = "run_key = (SELECT key FROM runs WHERE id = ?)"  # rows reference the run's internal key
+        kinds = [kind for (kind,) in db.execute(f"SELECT kind FROM artifacts WHERE {of_run}", (run["run_id"],))]
+        logs = [m for (m,) in db.execute(f"SELECT message FROM log_lines WHERE {of_run}", (run["run_id"],))]
     onnx = ["file"] if importlib.util.find_spec("onnx") else []  # log_graph's ONNX export
     assert sorted(kinds) == onnx + ["graph"] + ["histogram"] * 3 + ["image"] * 3
     assert "epoch 2 done" in logs

@@ -81,7 +81,8 @@ def test_every_sdk_method_round_trips(tmp_path: Path, api_server: ApiServer, mon
     assert registered[checkpoints[2].name]["metrics"] == {"loss": 1.6} and registered[checkpoints[2].name]["step"] == 20
 
     # Artifacts: uploaded files are byte-identical to what the trainer wrote.
-    artifacts = rows(api_server, "SELECT kind, name, step, sha256 FROM artifacts WHERE run_id = ? ORDER BY id", run_id)
+    artifacts = rows(api_server, "SELECT kind, name, step, sha256 FROM artifacts "
+                     "WHERE run_key = (SELECT key FROM runs WHERE id = ?) ORDER BY id", run_id)
     expected = [("image", "samples.png", 49), ("histogram", "layer0.hist.json", 49),
                 ("graph", "Sequential.graph.json", None)]
     files = [image, histogram, graph]

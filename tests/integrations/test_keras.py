@@ -33,7 +33,8 @@ def test_the_docs_example_records_metrics_params_and_checkpoints(api: Api, tmp_p
     for epoch, step in ((0, 5), (1, 11), (2, 17)):
         checkpoint = checkpoints[f"epoch-{epoch + 1:02d}.keras"]
         assert (checkpoint["epoch"], checkpoint["step"]) == (epoch, step)
-        assert checkpoint["size_bytes"] == (tmp_path / "keras-checkpoints" / f"epoch-{epoch + 1:02d}.keras").stat().st_size
+        file = tmp_path / "keras-checkpoints" / f"epoch-{epoch + 1:02d}.keras"
+        assert checkpoint["size_bytes"] == file.stat().st_size
         assert "val_loss" in checkpoint["metrics"]
 
 

@@ -2,15 +2,19 @@
 
 In a temporary git repository with a dirty tracked file: commit, branch, dirty flag, the hash of `git diff HEAD`
 and the command line reach the API; without git on PATH, or outside a repository, the git part is absent and the
-run is recorded all the same; TRAINMON_CAPTURE_CONTEXT=false leaves the context out; the API bounds its size.
+run is recorded all the same; TRAINMON_CAPTURE_CONTEXT=false leaves the context out; the API bounds its size; an
+API from before the field still records the run (registered again without the context).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -114,3 +118,46 @@ def test_the_sdk_keeps_its_context_under_its_bound(monkeypatch: pytest.MonkeyPat
     context = run_context.capture_context()
     assert len(str(context).encode()) < run_context.MAX_CONTEXT_BYTES
     assert context["command"]["truncated"] is True
+
+
+class OldApi(BaseHTTPRequestHandler):
+    """An API from before the `context` field: POST /api/runs refuses unknown fields (422), the rest is accepted."""
+
+    bodies: list[dict] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+        if self.path == "/api/runs":
+            type(self).bodies.append(body)
+            if "context" in body:
+                detail = [{"type": "extra_forbidden", "loc": ["body", "context"], "msg": "Extra inputs are not "
+                                                                                         "permitted"}]
+                return self.answer(422, {"detail": detail})
+            return self.answer(201, {"run_id": body["run_id"], "experiment_id": 1})
+        return self.answer(200, {"accepted": 0, "duplicate": False})
+
+    def answer(self, status: int, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_an_api_without_the_context_field_still_records_the_run(tmp_path: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), OldApi)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        kwargs = {**monitor_kwargs(Api(f"http://127.0.0.1:{server.server_port}"), tmp_path)}
+        with TrainingMonitor("context-old-api", **kwargs) as monitor:
+            assert monitor.recorder.enabled and monitor.recorder.experiment_id == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+    first, second = OldApi.bodies
+    assert "context" in first and "context" not in second and second["run_id"] == monitor.run_id

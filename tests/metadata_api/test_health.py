@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 from sqlalchemy import create_engine
-from trainmon.metadata_api import migrations
+from trainmon.metadata_api import db, migrations
 from trainmon.metadata_api.settings import Settings
 
 
@@ -24,10 +24,10 @@ def test_not_ready_and_db_errors_counted_when_not_migrated(make_api: Callable[..
     api = make_api(auto_migrate=False)
     ready = api.get("/readyz")
     assert ready.status_code == 503 and "revision None" in ready.json()["reason"]
-    failed = api.get("/api/experiments")  # no such table: not something a retry fixes
-    missing_table = "OperationalError" if api.app.state.engine.dialect.name == "sqlite" else "UndefinedTable"
-    assert (failed.status_code, failed.json()) == (500, {"detail": f"database error: {missing_table}"})
-    assert "retry-after" not in failed.headers
+    failed = api.get("/api/experiments")  # no such table: storage unusable until migrated (then a retry works)
+    assert (failed.status_code, failed.json()) == (503, {"detail": "database storage unavailable, retry later: "
+                                                                   f"{db.SCHEMA_MISSING}"})
+    assert failed.headers["retry-after"] == "5"
     assert api.get("/healthz").status_code == 200
     assert "trainmon_api_db_errors_total 1.0" in api.get("/metrics").text
 

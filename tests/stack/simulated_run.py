@@ -111,7 +111,9 @@ def simulated_run(postgres_url: str, workdir: Path, experiment: str = EXPERIMENT
         # Until every recorded series has both ranks and the NaN has made an alert pending.
         prometheus.wait_for(f'rank:trainmon_step_duration_seconds:mean1m{{run_id="{run_id}"}}', timeout=30,
                             predicate=lambda result: len(result) == 2)
-        prometheus.wait_for(f'ALERTS{{run_id="{run_id}", alertname="TrainmonLossNonFinite"}}', timeout=30)
+        # (a few evaluations of it: a range query ending now must see it, not only the newest instant)
+        prometheus.wait_for(f'count_over_time(ALERTS{{run_id="{run_id}", alertname="TrainmonLossNonFinite"}}[1m]) >= 3',
+                            timeout=30)
         prometheus.wait_for(f'run:trainmon_step_duration_seconds:spread_ratio5m{{run_id="{run_id}"}}', timeout=30)
         variables = {"cluster": None, "experiment": [experiment], "run_id": [run_id], "key": ["loss"],
                      "gpu": ["0", "1"]}

@@ -123,6 +123,7 @@ def _fast(config: dict) -> dict:
 def _federate_config(cluster_urls: dict[str, str]) -> str:
     config = _fast(load_yaml(FEDERATION_DIR / "global-federate.yml"))
     [job] = config["scrape_configs"]
+    job.update(scrape_interval="2s", scrape_timeout="2s")  # a whole cluster's series per scrape, on 2 cores
     job["static_configs"] = [{"targets": [urlsplit(url).netloc], "labels": {"cluster": name}}
                              for name, url in cluster_urls.items()]
     return yaml.safe_dump(config, sort_keys=False)
@@ -147,12 +148,14 @@ def stack(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             _federate_config({name: run.prometheus.url for name, run in clusters.items()}),
             workdir=base / "global-federate"))
         globals_ = {"federate": federate, "remote_write": receiver}
-        for server in globals_.values():  # every cluster's recorded and alert series have arrived
+        # Every cluster's recorded and alert series have arrived, several samples of each (federation starts
+        # with the global server: a range query needs more than its first scrape).
+        for server in globals_.values():
             for name, run in clusters.items():
-                for query in (f'rank:trainmon_step_duration_seconds:mean1m{{cluster="{name}", run_id="{run.run_id}"}}',
-                              f'ALERTS{{cluster="{name}", run_id="{run.run_id}"}}',
-                              f'run:trainmon_step_duration_seconds:spread_ratio5m{{cluster="{name}"}}'):
-                    server.wait_for(query, timeout=60)
+                for series in (f'rank:trainmon_step_duration_seconds:mean1m{{cluster="{name}", run_id="{run.run_id}"}}',
+                               f'ALERTS{{cluster="{name}", run_id="{run.run_id}"}}',
+                               f'run:trainmon_step_duration_seconds:spread_ratio5m{{cluster="{name}"}}'):
+                    server.wait_for(f"count_over_time({series}[1m]) >= 5", timeout=60)
         yield Stack(clusters, globals_)
 
 

@@ -2,10 +2,10 @@
 
 Real servers on 127.0.0.1: the metadata API (SQLite), a Prometheus with the repository's config (the trainers
 discovered through the API's http_sd, refreshed every second) and rules with time compressed 20x (`for: 2m` ->
-6 s), and three real TrainingMonitors of one run. Rank 1 finishes the way the SDK does at `finish()`:
-`DELETE /api/runs/{run_id}/endpoints/1`, then its /metrics server stops. Rank 2 dies: its server stops and it
-stays registered. Rank 0 goes on (its final evaluation). TrainmonExporterDown fires for rank 2, never for rank 1,
-whose target leaves discovery.
+6 s), and three real TrainingMonitors of one run, registered with the API by the SDK itself. Rank 1 finishes:
+its `finish()` takes it out of discovery (`DELETE /api/runs/{run_id}/endpoints/1`), then stops its /metrics
+server. Rank 2 dies: its server stops and it stays registered. Rank 0 goes on (its final evaluation).
+TrainmonExporterDown fires for rank 2, never for rank 1, whose target leaves discovery.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from stack_servers import api_post, render_prometheus_config, render_scaled_rules
+from stack_servers import render_prometheus_config, render_scaled_rules
 from support.api import run_api
 from support.procs import run_prometheus
 
@@ -26,12 +26,12 @@ RUN_ID = "rank-finish"
 RANKS = 3
 
 
-def _monitor(rank: int) -> object:
+def _monitor(rank: int, api_url: str, spool: Path) -> object:
     from trainmon.exporter import TrainingMonitor
 
     env = {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(RANKS), "LOCAL_WORLD_SIZE": str(RANKS)}
-    return TrainingMonitor("finish-exp", "proj", run_id=RUN_ID, port=0, gpu=False, system=False, mode="disabled",
-                           handle_signals=False, env=env)
+    return TrainingMonitor("finish-exp", "proj", run_id=RUN_ID, port=0, gpu=False, system=False, api_url=api_url,
+                           spool_dir=str(spool), handle_signals=False, env=env)
 
 
 def _exporter_down(prometheus: object, state: str) -> set[str]:
@@ -42,12 +42,9 @@ def _exporter_down(prometheus: object, state: str) -> set[str]:
 def test_a_finished_rank_is_not_down_a_dead_one_is(tmp_path: Path) -> None:
     with contextlib.ExitStack() as stack:
         api_url = stack.enter_context(run_api(f"sqlite:///{tmp_path / 'api.db'}", tmp_path))
-        monitors = [_monitor(rank) for rank in range(RANKS)]
+        monitors = [_monitor(rank, api_url, tmp_path / "spool") for rank in range(RANKS)]
         for monitor in monitors:
             stack.callback(monitor.finish)
-        for rank, monitor in enumerate(monitors):
-            api_post(api_url, "/api/runs", {"experiment": "finish-exp", "project": "proj", "run_id": RUN_ID,
-                                            "rank": rank, "world_size": RANKS, "exporter_url": monitor.metrics_url})
         rules = render_scaled_rules(tmp_path / "rules", 1 / 20)
         config = render_prometheus_config(api_url=api_url, pushgateway_url=None, alertmanager_url=None,
                                           rules_dir=rules)
@@ -55,11 +52,11 @@ def test_a_finished_rank_is_not_down_a_dead_one_is(tmp_path: Path) -> None:
         prometheus.wait_for(f'up{{job="trainmon-trainers", run_id="{RUN_ID}"}} == 1', timeout=30,
                             predicate=lambda result: len(result) == RANKS)
 
-        # Rank 1 finishes: deregisters, then stops serving. Rank 2 dies without a word.
-        response = requests.delete(f"{api_url}/api/runs/{RUN_ID}/endpoints/1", timeout=10)
-        assert response.status_code == 204, response.text
+        # Rank 1 finishes (leaves discovery, then stops serving). Rank 2 dies without a word.
         monitors[1].finish()
-        monitors[2].finish()
+        assert [endpoint["rank"] for endpoint in requests.get(f"{api_url}/api/runs/{RUN_ID}", timeout=10)
+                .json()["endpoints"]] == [0, 2]
+        monitors[2].server.stop()
 
         firing: set[str] = set()
         deadline = time.monotonic() + 40

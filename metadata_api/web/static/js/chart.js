@@ -7,6 +7,22 @@ import { decodeValue, formatDuration, hook } from "./common.js";
 
 const HEIGHT = 200;
 const MARKER_SIZE = 5;
+const PARALLEL_LOADS = 2; // charts loading at once: the first one paints sooner than if all shared the server
+
+let loading = 0;
+const waiting = [];
+
+/** Run `task` when fewer than PARALLEL_LOADS chart loads are running. */
+async function limited(task) {
+  if (loading >= PARALLEL_LOADS) await new Promise((resolve) => waiting.push(resolve));
+  loading++;
+  try {
+    return await task();
+  } finally {
+    loading--;
+    if (waiting.length) waiting.shift()();
+  }
+}
 
 /** TensorBoard's smoothing: an exponential moving average, debiased; non-finite values pass through as gaps. */
 export function ema(values, weight) {
@@ -81,8 +97,8 @@ export class MetricChart {
   async reload() {
     const generation = ++this.generation;
     try {
-      const series = await this.source.full(this.maxPoints());
-      if (generation !== this.generation || !this.active) return;
+      const series = await limited(() => (generation === this.generation ? this.source.full(this.maxPoints()) : null));
+      if (generation !== this.generation || !this.active || !series) return;
       this.full = series;
       this.zoom = null;
       this.draw(series);

@@ -2,7 +2,6 @@
 // live updates pushed by the server (one EventSource), notes and tags, logs, and the artifact views.
 import { api, element, hook, pageData, readState, writeState } from "./common.js";
 import { MetricChart, observeCharts, toSeries } from "./chart.js";
-import { showArtifacts } from "./artifacts.js";
 import { LogPanel } from "./logs.js";
 
 const data = pageData();
@@ -177,4 +176,6 @@ if (noteForm) {
   });
 }
 
-showArtifacts(data.artifacts || {}, runPath, projectQuery);
+if (Object.keys(data.artifacts || {}).length) { // loaded only for a run that has artifacts
+  import("./artifacts.js").then((module) => module.showArtifacts(data.artifacts, runPath, projectQuery));
+}
