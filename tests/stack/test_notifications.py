@@ -9,6 +9,7 @@ import pytest
 import requests
 from fastapi.testclient import TestClient
 from repo_files import alertmanager_renderer
+from sqlalchemy import select
 from support.procs import free_port, run_alertmanager, wait_until
 from trainmon.metadata_api.app import create_app
 from trainmon.metadata_api.models import Run, RunStatus
@@ -81,10 +82,10 @@ def test_only_committed_status_changes_are_sent(tmp_path: Path, alertmanager_url
         api.post("/api/runs", json={"experiment": "bert", "project": "nlp", "run_id": "undone"})
         sessions = api.app.state.write_sessions
         with sessions() as session:
-            lifecycle.change_status(session.get(Run, "undone"), RunStatus.FAILED)
+            lifecycle.change_status(session.scalars(select(Run).where(Run.id == "undone")).one(), RunStatus.FAILED)
             session.rollback()
         with sessions() as session:
-            lifecycle.change_status(session.get(Run, "kept"), RunStatus.CRASHED)
+            lifecycle.change_status(session.scalars(select(Run).where(Run.id == "kept")).one(), RunStatus.CRASHED)
             session.commit()
         wait_until(lambda: _lifecycle_alerts(alertmanager_url), what="lifecycle alert in Alertmanager")
     assert [alert["labels"]["run_id"] for alert in _lifecycle_alerts(alertmanager_url)] == ["kept"]
