@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from prometheus_client import Gauge
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -46,7 +47,7 @@ from .security import (
     SecurityHeadersMiddleware,
     allowed_hosts,
 )
-from .services import lifecycle, notifications, url_policy
+from .services import leadership, lifecycle, notifications, url_policy
 from .services.retention import retention_job
 from .settings import Settings, get_settings
 from .telemetry import ApiMetrics
@@ -81,6 +82,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     lifecycle.count_status_changes(app.state.write_sessions, app.state.telemetry.status_changes)
     app.state.crash_detector = lifecycle.CrashDetector(app.state.write_sessions, settings.heartbeat_timeout_seconds)
     app.state.background_jobs = [_crash_detector, retention_job]
+    app.state.jobs_lock = leadership.JobsLock(app.state.engine)
+    Gauge("trainmon_api_background_jobs_leader", "1 in the one API process that runs the background jobs",
+          registry=app.state.telemetry.registry).set_function(lambda: float(app.state.jobs_lock.held))
     for router in ROUTERS:
         app.include_router(router)
     install_docs(app)
@@ -118,6 +122,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        app.state.jobs_lock.release()
         app.state.engine.dispose()
 
 
@@ -126,6 +131,8 @@ async def _crash_detector(app: FastAPI) -> None:
     settings: Settings = app.state.settings
     while True:
         await asyncio.sleep(settings.crash_check_interval_seconds)
+        if not await asyncio.to_thread(app.state.jobs_lock.acquire):
+            continue  # another replica runs the background jobs
         try:
             crashed = await asyncio.to_thread(app.state.crash_detector.sweep)
         except SQLAlchemyError as error:

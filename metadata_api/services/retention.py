@@ -112,6 +112,8 @@ async def retention_job(app: Any) -> None:
     settings = app.state.settings
     while True:
         await asyncio.sleep(settings.retention_interval_seconds)
+        if not await asyncio.to_thread(app.state.jobs_lock.acquire):
+            continue  # another replica runs the background jobs
         try:
             pruned = await asyncio.to_thread(prune, app.state.write_sessions, settings.metrics_retention_days,
                                              settings.prune_batch_size)

@@ -14,6 +14,8 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
+import types
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -161,3 +163,33 @@ def test_an_api_without_the_context_field_still_records_the_run(tmp_path: Path) 
         server.server_close()
     first, second = OldApi.bodies
     assert "context" in first and "context" not in second and second["run_id"] == monitor.run_id
+
+
+def fake_nvml(delay: float = 0.0) -> types.SimpleNamespace:
+    """An NVML with two H200s, driver 570.124.06, CUDA 12.8 (as nvidia-ml-py returns them: bytes or str)."""
+    memory = types.SimpleNamespace(total=150_754_820_096)
+
+    def init() -> None:
+        time.sleep(delay)
+
+    return types.SimpleNamespace(
+        nvmlInit=init, nvmlShutdown=lambda: None, nvmlSystemGetDriverVersion=lambda: b"570.124.06",
+        nvmlSystemGetCudaDriverVersion_v2=lambda: 12080, nvmlDeviceGetCount=lambda: 2,
+        nvmlDeviceGetHandleByIndex=lambda index: index, nvmlDeviceGetName=lambda handle: "NVIDIA H200",
+        nvmlDeviceGetMemoryInfo=lambda handle: memory)
+
+
+def test_gpus_driver_and_cuda_versions_from_nvml(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml())
+    context = run_context.capture_context()
+    assert context["driver_version"] == "570.124.06" and context["cuda_driver_version"] == "12.8"
+    assert context["gpus"] == [{"index": i, "name": "NVIDIA H200", "memory_total_bytes": 150_754_820_096}
+                               for i in (0, 1)]
+
+
+def test_a_slow_nvml_is_left_out_within_the_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml(delay=run_context.NVML_TIMEOUT + 3))
+    started = time.monotonic()
+    context = run_context.capture_context()
+    assert time.monotonic() - started < run_context.NVML_TIMEOUT + 1.5
+    assert "gpus" not in context and "driver_version" not in context and context["packages"]

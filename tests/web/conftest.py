@@ -58,6 +58,6 @@ def console_errors(page) -> list[str]:  # noqa: ANN001 - pytest-playwright's Pag
 @pytest.fixture(scope="session")
 def screenshot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     wanted = os.environ.get("TRAINMON_SCREENSHOTS")
-    folder = Path(wanted) if wanted else tmp_path_factory.mktemp("screenshots")
+    folder = Path(wanted).resolve() if wanted else tmp_path_factory.mktemp("screenshots")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
