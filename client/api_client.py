@@ -59,6 +59,9 @@ class ApiClient:
             raise ValueError(f"api_url must be an http(s) URL, got {base_url!r}")
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        #: the run's project: sent as ?project= on run paths, so a token-less API with the same run id in
+        #: several projects knows which run is meant (with a token, the token's project decides)
+        self.project: str | None = None
         self.session = requests.Session()
         self.session.headers["User-Agent"] = "trainmon-client"
         if token:
@@ -70,6 +73,8 @@ class ApiClient:
                 files: Any = None, data: Any = None, timeout: float | tuple[float, float] | None = None) -> Any:
         """One call; the decoded JSON answer (None for 204). Raises ApiUnavailable or ApiError."""
         url = f"{self.base_url}{path}"
+        if self.project and path.startswith("/api/runs/"):  # run ids are unique per project, not globally
+            params = {"project": self.project, **(params or {})}
         body = None if json_body is None else encode_json(json_body)
         headers = {"Content-Type": "application/json"} if body is not None else None
         try:
@@ -91,8 +96,9 @@ class ApiClient:
     def download(self, path: str, out: Any, timeout: float | tuple[float, float] = (3.05, 60.0)) -> int:
         """Stream a file answer into ``out`` (a binary file); the number of bytes. Raises like `request`."""
         url = f"{self.base_url}{path}"
+        params = {"project": self.project} if self.project and path.startswith("/api/runs/") else None
         try:
-            with self.session.get(url, stream=True, timeout=timeout) as response:
+            with self.session.get(url, params=params, stream=True, timeout=timeout) as response:
                 if response.status_code >= 400:
                     raise ApiError(response.status_code, _error_message(response), "GET", path,
                                    retry_after_seconds(response.headers.get("Retry-After")))

@@ -79,6 +79,7 @@ class RunRecorder:
         registered = False
         if online:
             self.client = ApiClient(str(config.api_url), config.api_token)
+            self.client.project = project
             registered = self._register_now(registration)
             if registered is None:
                 return
@@ -152,8 +153,9 @@ class RunRecorder:
         finally:
             self.client.timeout = previous
         if result.outcome is Outcome.DELIVERED:
-            answer = result.answer
-            self.experiment_id = answer.get("experiment_id") if isinstance(answer, dict) else None
+            answer = result.answer if isinstance(result.answer, dict) else {}
+            self.experiment_id = answer.get("experiment_id")
+            self.client.project = answer.get("project") or self.project
             return True
         if result.outcome is Outcome.REJECTED:
             log.error("trainmon: the metadata API rejected run %s (%s); metadata recording is OFF for this run "

@@ -77,6 +77,7 @@ def sync_spool(directory: Path, api_url: str | None, token: str | None, *, retri
             print(f"trainmon sync: {directory}: no API URL (give --api-url or TRAINMON_API_URL)", file=out)
             return False
         client = ApiClient(url, token)
+        client.project = (spool.meta.get("run") or {}).get("project")
         send = Sender(client, retries, spool.meta.get("run"), dead_letters, out)
         try:
             done = (_replay(spool, send, directory.name, url, out)

@@ -97,10 +97,6 @@ class MonitorHolder:
         self.monitor_kwargs = dict(monitor_kwargs)
         self.finish_on_end = finish_on_end
 
-    @property
-    def created(self) -> bool:
-        return self._monitor is not None
-
     def get(self, name: str | None = None, env: Callable[[], Mapping[str, str] | None] | None = None) \
             -> TrainingMonitor:
         """The monitor, created now if needed (experiment `name` unless one was given at construction; `env`

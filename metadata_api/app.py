@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import auth, errors, migrations
-from .db import make_engine, read_sessions, write_sessions
+from .db import UnstorableText, make_engine, read_sessions, write_sessions
 from .docs_ui import install_docs
 from .logging import configure_logging, install_redaction
 from .middleware import BodyLimitMiddleware, RequestMetricsMiddleware
@@ -104,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(SQLAlchemyError, _database_error)
     app.add_exception_handler(RequestValidationError, errors.validation_error)
     app.add_exception_handler(StarletteHTTPException, errors.http_error)
+    app.add_exception_handler(UnstorableText, errors.unstorable_text)
     errors.document(app)
     return app
 

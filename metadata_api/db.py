@@ -6,6 +6,9 @@ timeout, before anything is read, so concurrent writers queue instead of failing
 read sessions with a plain `BEGIN` (WAL readers never block). The journal mode is persistent: a connection sets
 WAL only while the file is not in WAL mode yet (a fresh database), retrying while other processes hold it.
 
+Text neither database can store (NUL, lone surrogates) never reaches a single statement (`UnstorableText`, a 422:
+the backstop behind the schemas' `Text`, for values a route or page took unchecked).
+
 SQLite storage (`SqliteStorage`): the file's identity (st_dev, st_ino) is remembered when it is first opened.
 Every transaction checks it (a deleted or replaced file would otherwise keep taking writes into an unlinked inode,
 all lost at the next start), and every write transaction checks that the file is writable. Such faults, and
@@ -153,8 +156,34 @@ def make_engine(database_url: str, busy_timeout_ms: int = 30_000, echo: bool = F
         if storage is not None:
             _STORAGE[engine] = storage
         _configure_sqlite(engine, busy_timeout_ms, storage)
-        return engine
-    return create_engine(database_url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    else:
+        engine = create_engine(database_url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    event.listen(engine, "before_cursor_execute", _refuse_unstorable_text)
+    return engine
+
+
+class UnstorableText(ValueError):
+    """A text value neither database can store (NUL, lone surrogate) reached a statement: the backstop behind the
+    schemas' `Text` check, for a value some route took without it (the API answers 422)."""
+
+
+def _refuse_unstorable_text(_connection: Any, _cursor: Any, _statement: str, parameters: Any, _context: Any,
+                            executemany: bool) -> None:
+    """Check the parameters of single statements (lookups by what a URL gave: cheap, a few values); bulk inserts
+    (executemany) carry only values the schemas checked."""
+    if executemany or not parameters:
+        return
+    for value in parameters.values() if isinstance(parameters, dict) else parameters:
+        if value.__class__ is str and ("\x00" in value or (not value.isascii() and not _encodable(value))):
+            raise UnstorableText("text must not contain NUL (\\x00) characters or lone surrogates")
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _configure_sqlite(engine: Engine, busy_timeout_ms: int, storage: SqliteStorage | None) -> None:

@@ -55,6 +55,12 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return await http_exception_handler(request, exc)
 
 
+async def unstorable_text(_request: Request, exc: Exception) -> JSONResponse:
+    """422 for text a route passed to the database unchecked (`db.UnstorableText`); the schemas name the field."""
+    detail = [{"type": "value_error", "loc": ["request"], "msg": str(exc)}]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
 def _json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)

@@ -84,3 +84,22 @@ def test_another_server_on_the_port_is_not_taken_for_the_api(tmp_path: Path) -> 
     finally:
         other.terminate()
         other.wait(10)
+
+
+def test_the_sdk_names_its_project_so_a_shared_run_id_is_never_ambiguous(tmp_path: Path) -> None:
+    """A token-less API where the same run id exists in two projects: each trainer still reaches its own run."""
+    with run_api(f"sqlite:///{tmp_path / 'shared.db'}", tmp_path) as url:
+        monitors = [TrainingMonitor("shared-id", project, run_id="slurm-4242.0", api_url=url,
+                                    spool_dir=str(tmp_path / project), **QUIET) for project in ("team-a", "team-b")]
+        for index, monitor in enumerate(monitors):
+            monitor.log_metrics({"loss": float(index)}, step=0)
+            monitor.add_note(f"from {monitor.project_name}")
+            monitor.finish()
+        for index, project in enumerate(("team-a", "team-b")):
+            notes = requests.get(f"{url}/api/runs/slurm-4242.0/notes", params={"project": project}, timeout=5)
+            assert [note["text"] for note in notes.json()["items"]] == [f"from {project}"]
+            series = requests.get(f"{url}/api/runs/slurm-4242.0/metrics/loss", params={"project": project},
+                                  timeout=5).json()
+            assert [point["value"] for point in series["points"]] == [float(index)]
+            run = requests.get(f"{url}/api/runs/slurm-4242.0", params={"project": project}, timeout=5).json()
+            assert run["status"] == "COMPLETED"

@@ -152,7 +152,6 @@ def test_two_ddp_ranks_share_one_run_and_register_each_checkpoint_once(api: Api,
     run_script(SCRIPTS / "lightning_ddp.py", tmp_path, trainer_env(api, tmp_path), timeout=420)
     run = only_run(api, "lightning-ddp")
     assert run["status"] == "COMPLETED" and run["world_size"] == 2
-    assert [endpoint["rank"] for endpoint in run["endpoints"]] == [0, 1]
     assert run["params"] == {"lr": 0.05}
     keys = api.keys(run["run_id"])
     assert {"train_loss", "train_loss_rank1", "epoch"} <= set(keys)

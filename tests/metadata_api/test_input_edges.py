@@ -11,7 +11,11 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 from trainmon.common.naming import MAX_KEY_LENGTH
+from trainmon.metadata_api.db import UnstorableText
+from trainmon.metadata_api.models import Run
 from trainmon.metadata_api.schemas import INT32_MAX, INT64_MAX, MAX_STEP
 
 NUL = "a\x00b"
@@ -91,6 +95,15 @@ def test_a_lone_surrogate_in_any_text_is_a_422(run: TestClient, case: int) -> No
         assert answer.status_code == 422 and answer.json()["detail"][0]["type"] == "json_invalid", answer.text
         return
     assert_422(answer, field)
+
+
+def test_the_database_refuses_text_it_cannot_store_whichever_route_passed_it(
+        run: TestClient, session_factory: sessionmaker[Session]) -> None:
+    """The backstop behind the schemas (a route, a page, that took a text unchecked): a 422, never a 500."""
+    for text in (NUL, SURROGATE):
+        with session_factory() as session, pytest.raises(UnstorableText):
+            session.execute(select(Run).where(Run.id == text))
+    assert_422(run.get("/runs/a%00b"), "request")  # a dashboard page that looks the run up
 
 
 def test_nul_in_artifact_form_fields_is_a_422(run: TestClient) -> None:
@@ -236,3 +249,24 @@ def test_the_openapi_document_states_every_bound(api: TestClient) -> None:
     texts = [(where, s) for where, s in strings if not ({"enum", "const", "format", "contentMediaType"} & set(s))]
     assert [where for where, s in texts if "pattern" not in s] == []
     assert [where for where, s in texts if "maxLength" not in s] == []
+
+
+def test_a_422_some_route_raises_as_a_string_gets_the_list_shape() -> None:
+    from fastapi import FastAPI, HTTPException
+    from trainmon.metadata_api import errors
+
+    app = FastAPI()
+    app.add_exception_handler(HTTPException, errors.http_error)
+
+    @app.get("/field")
+    def field() -> None:
+        raise HTTPException(422, "file: sha256 mismatch")
+
+    @app.get("/other")
+    def other() -> None:
+        raise HTTPException(404, "run_id: no run 'x'")
+
+    client = TestClient(app)
+    assert client.get("/field").json() == {"detail": [{"type": "value_error", "loc": ["file"],
+                                                       "msg": "sha256 mismatch"}]}
+    assert client.get("/other").json() == {"detail": "run_id: no run 'x'"}

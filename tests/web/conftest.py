@@ -36,9 +36,10 @@ def browser_context_args(browser_context_args: dict) -> dict:
             "timezone_id": "UTC"}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
-    """A live API with three finished runs, one running, a 1M-step run and files (see `web_support`)."""
+    """A live API with three finished runs, a 1M-step run and files (see `web_support`), shared by the session:
+    tests add runs of their own under other ids, never change the seeded ones' series."""
     require_binary("chromium", "/usr/bin/chromium")  # before minutes of seeding
     with seed_dashboard(tmp_path_factory.mktemp("dashboard")) as board:
         yield board
