@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from trainmon.common.wire import json_safe, new_batch_id, points_json
 
-from .api_client import ApiClient, quote_segment
+from .api_client import ApiClient, ApiError, quote_segment
 
 
 @dataclass
@@ -185,11 +185,18 @@ class RegisterCheckpoint(Record):
         if self.file is None or held or not isinstance(checkpoint, dict):
             return checkpoint  # registered by URI only, or the API holds these bytes already
         file_path = Path(self.file)
+        if file_path.stat().st_size != self.body.get("size_bytes"):
+            return checkpoint  # rewritten since (e.g. last.ckpt): its newer registration uploads it
         read_timeout = 30.0 + file_path.stat().st_size / 1e6  # at least 1 MB/s
-        with open(file_path, "rb") as file:
-            return api.request("POST", f"{self.run_path}/checkpoints/{int(checkpoint['id'])}/file",
-                               files={"file": (file_path.name, file, "application/octet-stream")},
-                               timeout=(3.05, read_timeout))
+        try:
+            with open(file_path, "rb") as file:
+                return api.request("POST", f"{self.run_path}/checkpoints/{int(checkpoint['id'])}/file",
+                                   files={"file": (file_path.name, file, "application/octet-stream")},
+                                   timeout=(3.05, read_timeout))
+        except ApiError as error:
+            if error.status == 422 and "sha256" in error.message:
+                return checkpoint  # the file changed under its name since: superseded, not refused
+            raise
 
 
 @dataclass

@@ -128,3 +128,22 @@ def _blocks(lines):  # noqa: ANN001, ANN202 - server-sent events, one dict per e
         name, _, value = line.partition(": ")
         if name in ("event", "data", "id"):
             block[name] = value
+
+
+def test_run_page_links_to_prometheus_and_grafana_when_configured(seeded: TestClient,
+                                                                  make_api) -> None:  # noqa: ANN001
+    assert "Prometheus</a>" not in seeded.get("/runs/a").text
+    linked = make_api(prometheus_url="http://prom.example:9090/", grafana_url="http://grafana.example")
+    page = linked.get("/runs/a").text
+    assert ('href="http://prom.example:9090/graph?g0.expr=trainmon_metric_value%7Brun_id%3D%22a%22%7D'
+            in page.replace("&amp;", "&"))
+    assert 'href="http://grafana.example/d/trainmon-overview/training-overview?var-experiment=e&amp;var-run_id=a"' in page
+
+
+def test_chart_data_is_gzipped_and_nothing_else(seeded: TestClient) -> None:
+    points = [{"key": "wide", "step": step, "value": step * 0.001} for step in range(3000)]
+    assert seeded.post("/api/runs/a/metrics", json={"batch_id": "w", "points": points}).status_code == 200
+    reduced = seeded.get("/api/runs/a/metrics/wide", params={"max_points": 2000}, headers={"Accept-Encoding": "gzip"})
+    assert reduced.headers.get("content-encoding") == "gzip" and len(reduced.json()["points"]) <= 2000
+    page = seeded.get("/api/runs/a/metrics/wide", params={"limit": 3000}, headers={"Accept-Encoding": "gzip"})
+    assert "content-encoding" not in page.headers  # full-fidelity pages are left alone

@@ -16,7 +16,7 @@ from trainmon.metadata_api.settings import Settings
 
 
 def test_ready_when_migrated(api: TestClient) -> None:
-    assert api.get("/healthz").json() == {"status": "ok"}
+    assert api.get("/healthz").json() == {"status": "ok", "service": "trainmon-metadata-api"}
     assert api.get("/readyz").json() == {"status": "ready", "revision": migrations.head_revision()}
 
 
