@@ -82,4 +82,6 @@ def test_the_api_answers_every_generated_request_as_documented(fuzz_database: st
                 f"{mode}: {json.dumps(summary, indent=1)}\n{report['output'][-12000:]}")
             assert report["operations"]["tested"] == report["operations"]["selected"] > 20, summary
             generated += report["test_cases"]["generated"]
+            print(f"schemathesis {mode}: {report['test_cases']['generated']} requests, "  # shown with -s
+                  f"{report['operations']['tested']} operations, {report['running_time']:.0f} s")
     assert generated >= MIN_REQUESTS
