@@ -13,7 +13,7 @@ import email.utils
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -109,6 +109,15 @@ class ApiClient:
                 return size
         except requests.RequestException as error:
             raise ApiUnavailable(f"GET {url}: {error}") from error
+
+    @contextlib.contextmanager
+    def timeout_of(self, timeout: float | tuple[float, float]) -> Iterator[None]:
+        """Requests made inside the block use ``timeout`` (the caller's own thread waits on them: keep it short)."""
+        previous, self.timeout = self.timeout, timeout
+        try:
+            yield
+        finally:
+            self.timeout = previous
 
     def close(self) -> None:
         self.session.close()

@@ -142,16 +142,13 @@ class RunRecorder:
         """Create (or join) the run with a short timeout, to learn the experiment id. False: queue it (API
         unreachable, slow, 5xx, 401/403); None: the API refuses this run for good (metadata recording off)."""
         assert self.client is not None
-        previous, self.client.timeout = self.client.timeout, REGISTRATION_TIMEOUT
-        try:
+        with self.client.timeout_of(REGISTRATION_TIMEOUT):
             result = deliver(self.client, registration)
             if (result.outcome is Outcome.REJECTED and result.status == 422 and "context" in registration.body
                     and "context" in result.message):  # an API older than the `context` field refuses it
                 log.info("trainmon: the metadata API does not take the run context; registering without it")
                 registration.body.pop("context")
                 result = deliver(self.client, registration)
-        finally:
-            self.client.timeout = previous
         if result.outcome is Outcome.DELIVERED:
             answer = result.answer if isinstance(result.answer, dict) else {}
             self.experiment_id = answer.get("experiment_id")
@@ -243,14 +240,12 @@ class RunRecorder:
         it down. One short attempt, never spooled: a replay after a restart would remove a new registration."""
         if self.client is None or not self.exporter_url:
             return
-        previous, self.client.timeout = self.client.timeout, REGISTRATION_TIMEOUT
         try:
-            self.client.request("DELETE", f"/api/runs/{quote_segment(self.run_id)}/endpoints/{int(self.rank)}")
+            with self.client.timeout_of(REGISTRATION_TIMEOUT):
+                self.client.request("DELETE", f"/api/runs/{quote_segment(self.run_id)}/endpoints/{int(self.rank)}")
         except (ApiError, ApiUnavailable) as error:
             log.info("trainmon: rank %d could not leave service discovery (%s); Prometheus drops it when the run "
                      "ends", self.rank, error)
-        finally:
-            self.client.timeout = previous
 
     def _send_final_status(self, status: str) -> bool:
         """Straight to the API (not behind a spooled backlog); when it cannot take it now, into
@@ -258,11 +253,8 @@ class RunRecorder:
         assert self.shipper is not None
         record = SetStatus(self.run_id, status)
         if self.client is not None:
-            previous, self.client.timeout = self.client.timeout, REGISTRATION_TIMEOUT
-            try:
+            with self.client.timeout_of(REGISTRATION_TIMEOUT):
                 result = deliver(self.client, record, self.shipper.run_body)
-            finally:
-                self.client.timeout = previous
             if result.outcome is Outcome.DELIVERED:
                 return True
             if result.outcome is Outcome.REJECTED:
