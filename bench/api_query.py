@@ -63,7 +63,7 @@ def fill(engine: Engine, points: int, spike_step: int) -> None:
     finally:
         connection.close()
     with engine.begin() as connection:  # the block summaries ingest would have kept (see series_blocks)
-        rebuild_series_blocks(connection, run_key, KEY)
+        rebuild_series_blocks(connection, (run_key, 0, KEY))
         if engine.dialect.name == "postgresql":
             connection.exec_driver_sql("ANALYZE metric_blocks")
 

@@ -56,10 +56,10 @@ def rank_thread(monitor: TrainingMonitor, seconds: float, rate: float, logged: l
     logged.append(step * len(KEYS))
 
 
-def stored_points(url: str, key: str) -> int:
+def stored_points(url: str, key: str, rank: int) -> int:
     count, after = 0, None
     while True:
-        params = {"limit": 10_000, **({"after_step": after} if after is not None else {})}
+        params = {"limit": 10_000, "rank": rank, **({"after_step": after} if after is not None else {})}
         page = requests.get(f"{url}/api/runs/{RUN_ID}/metrics/{key}", params=params, timeout=30)
         if page.status_code == 404:
             return count
@@ -111,8 +111,7 @@ def main() -> None:
                 monitor.finish()
             monitors[0].finish()
             cpu1, counters1 = api_cpu_seconds(api_pid), api_counters(url)
-        stored = sum(stored_points(url, key if rank == 0 else f"{key}_rank{rank}")
-                     for rank in range(args.ranks) for key in KEYS)
+        stored = sum(stored_points(url, key, rank) for rank in range(args.ranks) for key in KEYS)
     requests_made = counters1["requests"] - counters0["requests"]
     points = counters1["points"] - counters0["points"]
     cpu = cpu1 - cpu0

@@ -174,7 +174,7 @@ class RunMethods:
         path = self._artifact_path(kind, name, step, suffix)
         stored = artifacts.write_atomic(path, lambda file: file.write(data))
         # The API keys artifacts by (name, step): the suffix keeps an image and a histogram of one name apart, and
-        # rank N > 0 adds "_rank<N>" (as for metric keys) so that ranks never replace each other's files.
+        # rank N > 0 adds "_rank<N>" so that ranks never replace each other's files.
         rank = f"_rank{self.recorder.rank}" if self.recorder.rank else ""
         self.recorder.submit(UploadArtifact(self.recorder.run_id, kind, f"{name}{rank}{suffix}",
                                             str(stored.path.resolve()),

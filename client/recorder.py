@@ -3,10 +3,10 @@
 Public SDK methods (params, tags, notes, logs, checkpoints, images, histograms, graphs, compare) live in
 `trainmon.client.methods`; each builds a typed record (`trainmon.client.records`) and hands it to `submit`.
 
-DDP: every rank creates/joins the shared run and logs points (rank N > 0 under ``<key>_rank<N>``) and log
-lines (prefixed ``[rank N]``); params, tags, notes and checkpoint registration are rank 0's only (other ranks'
-records are ignored, but ``save_checkpoint`` still writes the file it is asked for); the final status is rank
-0's, except FAILED, which any rank reports.
+DDP: every rank creates/joins the shared run and logs points (as its own series: the rank is a field of each
+metric batch) and log lines (prefixed ``[rank N]``); params, tags, notes and checkpoint registration are rank 0's
+only (other ranks' records are ignored, but ``save_checkpoint`` still writes the file it is asked for); the final
+status is rank 0's, except FAILED, which any rank reports.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ class RunRecorder:
         self.shipper = Shipper(self.client, spool, run_id, batch_points=config.batch_points,
                                batch_interval=config.batch_interval, queue_points=config.queue_points,
                                heartbeat_interval=config.heartbeat_interval, on_drop=on_drop, run_body=body,
-                               on_reject=on_reject)
+                               on_reject=on_reject, rank=self.rank)
         if not registered:
             self.shipper.offer(registration)
 
@@ -174,14 +174,10 @@ class RunRecorder:
     # --- what the public methods hand over ---
 
     def offer_points(self, points: list[Point]) -> None:
-        """The drain's sink. Rank N > 0 stores its points under ``<key>_rank<N>`` (the API keeps one value per
-        run, key and step: ranks logging the same key would overwrite each other)."""
-        if self.shipper is None:
-            return
-        if self.rank:
-            suffix = f"_rank{self.rank}"
-            points = [(key + suffix, step, value, wall) for key, step, value, wall in points]
-        self.shipper.offer_points(points)
+        """The drain's sink. The shipper sends them as this rank's points (each rank's history is its own series
+        on the API)."""
+        if self.shipper is not None:
+            self.shipper.offer_points(points)
 
     def offer_log_line(self, line: dict[str, Any]) -> None:
         if self.shipper is not None:

@@ -101,12 +101,14 @@ class SetStatus(Record):
 
 @dataclass
 class MetricBatch(Record):
-    """Points ``(key, step, value, wall_time)`` (or their JSON objects once read back from the spool)."""
+    """Points ``(key, step, value, wall_time)`` of one rank (or their JSON objects once read back from the
+    spool; a record spooled before ranks were a field has none: rank 0)."""
 
     op: ClassVar[str] = "metrics"
     ordered: ClassVar[bool] = False
     batch_id: str = field(default_factory=new_batch_id)
     points: list = field(default_factory=list)
+    rank: int = 0
 
     def point_count(self) -> int:
         return len(self.points)
@@ -118,7 +120,7 @@ class MetricBatch(Record):
         points = self.points
         if points and isinstance(points[0], tuple):
             points = points_json(points)
-        return {"batch_id": self.batch_id, "points": points}
+        return {"batch_id": self.batch_id, "rank": self.rank, "points": points}
 
     def to_json(self) -> dict[str, Any]:
         return {"op": self.op, "run_id": self.run_id, **self.to_json_body()}

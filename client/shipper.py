@@ -54,12 +54,13 @@ class Shipper:
                  batch_interval: float = 1.0, queue_points: int = 100_000, heartbeat_interval: float = 5.0,
                  backoff_initial: float = 0.5, backoff_max: float = 15.0,
                  on_drop: Callable[[str, int], None] | None = None, run_body: dict[str, Any] | None = None,
-                 on_reject: Callable[[str], None] | None = None):
+                 on_reject: Callable[[str], None] | None = None, rank: int = 0):
         if batch_points <= 0 or queue_points < batch_points:
             raise ValueError("need 0 < batch_points <= queue_points")
         self.client = client
         self.spool = spool
         self.run_id = run_id
+        self.rank = rank  # the rank whose points this shipper carries (each rank's history is its own series)
         self.batch_points = batch_points
         self.batch_interval = batch_interval
         self.queue_points = queue_points
@@ -186,7 +187,7 @@ class Shipper:
     def _cut_points(self) -> None:
         while self._points:
             batch, self._points = self._points[:self.batch_points], self._points[self.batch_points:]
-            self._queue.append(MetricBatch(self.run_id, points=batch))
+            self._queue.append(MetricBatch(self.run_id, points=batch, rank=self.rank))
             self._queued_points += len(batch)
         self._points_since = time.monotonic()
 

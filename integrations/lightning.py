@@ -5,8 +5,8 @@
     trainer = lightning.Trainer(logger=TrainmonLogger("mnist-mlp"), callbacks=[ModelCheckpoint(...)])
 
 - metrics: every ``log_metrics`` call (Lightning's names, e.g. ``train_loss``, ``val_acc``, ``epoch``) at
-  Lightning's step, on every rank (each rank's exporter serves its own; the metadata API keeps rank N > 0's under
-  ``<key>_rank<N>``);
+  Lightning's step, on every rank (each rank's exporter serves its own; in the metadata API each rank's history
+  is its own series, rank 0 the default view);
 - hyperparameters: ``save_hyperparameters()`` of the module and data module, as the run's params (rank 0);
 - checkpoints: each file a ``ModelCheckpoint`` saves is registered once, with its path, step, size, SHA-256 and
   the monitored score (rank 0, which is the only rank Lightning notifies);

@@ -5,8 +5,9 @@ child row's `run_key` references) and its client-chosen string id (`runs.id`, sh
 unique within its project only: the same run id in two projects is two runs (`deps.resolve_run` finds the
 caller's). The API never shows the key; it shows `id` as `run_id`. Every child row cascades with its run.
 Timestamps are UTC (`UTCDateTime`); metric `wall_time` is unix seconds as sent by the trainer. Metric values:
-see `db.encode_value`. Integers a client sends (steps, epochs, pids, ranks, sizes) are BIGINT columns; the
-server's own surrogate ids (checkpoints, artifacts, notes) are INTEGER (at most 2**31 - 1).
+see `db.encode_value`. Integers a client sends (steps, epochs, pids, ranks, sizes) are BIGINT columns, but for a
+point's rank (INTEGER, validated below 2**31); the server's own surrogate ids (checkpoints, artifacts, notes) are
+INTEGER (at most 2**31 - 1).
 """
 
 from __future__ import annotations
@@ -159,16 +160,18 @@ class Note(Base):
 
 
 class MetricPoint(Base):
-    """One logged value; the natural key (run_key, key, step) is unique (a later value for a step replaces it)."""
+    """One logged value of one rank; the natural key (run_key, rank, key, step) is unique (a later value for a
+    step replaces it). A series is (run, rank, key); rank 0 is the run's default view."""
 
     __tablename__ = "metric_points"
     __table_args__ = (
-        UniqueConstraint("run_key", "key", "step", name="uq_metric_points_run_key_step"),
+        UniqueConstraint("run_key", "rank", "key", "step", name="uq_metric_points_run_key_rank_key_step"),
         Index("ix_metric_points_wall_time", "wall_time"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     run_key: Mapped[int] = mapped_column(ForeignKey("runs.key", ondelete="CASCADE"))
+    rank: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # < 2**31 (schemas.MAX_RANK)
     key: Mapped[str] = mapped_column(String(NAME_LENGTH))
     step: Mapped[int] = mapped_column(BigInteger)
     value: Mapped[float | None] = mapped_column(Float(precision=53))
@@ -184,6 +187,7 @@ class MetricBlock(Base):
     __table_args__ = {"sqlite_with_rowid": False}
 
     run_key: Mapped[int] = mapped_column(ForeignKey("runs.key", ondelete="CASCADE"), primary_key=True)
+    rank: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     key: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
     block: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     first_step: Mapped[int] = mapped_column(BigInteger)

@@ -1,5 +1,5 @@
-"""Metric points (what trainers log): batch upsert on the natural key (run_key, key, step), and an experiment's
-points. One series of a run, reduced or paged, is `repositories.series`."""
+"""Metric points (what trainers log): batch upsert on the natural key (run_key, rank, key, step), and an
+experiment's points. One series of a run, reduced or paged, is `repositories.series`."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from . import series_blocks
 PointRow = tuple[str, int, float, float]  # key, step, value, wall_time
 
 
-def upsert_points(session: Session, run_key: int, points: Sequence[PointRow]) -> int:
-    """Store `points` (one per (key, step): the route keeps the last point given for each); a (key, step)
+def upsert_points(session: Session, run_key: int, rank: int, points: Sequence[PointRow]) -> int:
+    """Store `points` of one rank (one per (key, step): the route keeps the last point given for each); a (key, step)
     already stored gets the new value and wall time, and the series' block summaries are recomputed where the
     points changed (see `series_blocks`). Returns the rows written.
 
@@ -26,39 +26,44 @@ def upsert_points(session: Session, run_key: int, points: Sequence[PointRow]) ->
     rows = []
     for key, step, value, wall_time in points:
         if value - value == 0.0:  # finite (NaN and +-Inf give NaN): the common case, no call
-            rows.append((run_key, key, step, value, SPECIAL_FINITE, wall_time))
+            rows.append((run_key, rank, key, step, value, SPECIAL_FINITE, wall_time))
         else:
-            rows.append((run_key, key, step, *encode_value(value), wall_time))
+            rows.append((run_key, rank, key, step, *encode_value(value), wall_time))
     if rows:
         connection = session.connection()
         if connection.dialect.name == "postgresql":
             rows.sort()  # one lock order for every writer: concurrent overlapping batches cannot deadlock
         connection.exec_driver_sql(_upsert_sql(connection.dialect.paramstyle), rows)
-        series_blocks.record_written(connection, run_key, rows)
+        series_blocks.record_written(connection, run_key, rank, rows)
     return len(rows)
 
 
 def _upsert_sql(paramstyle: str) -> str:
     mark = "?" if paramstyle == "qmark" else "%s"
-    return ("INSERT INTO metric_points (run_key, key, step, value, special, wall_time) VALUES "
-            f"({', '.join([mark] * 6)}) ON CONFLICT (run_key, key, step) DO UPDATE SET value = excluded.value, "
+    return ("INSERT INTO metric_points (run_key, rank, key, step, value, special, wall_time) VALUES "
+            f"({', '.join([mark] * 7)}) ON CONFLICT (run_key, rank, key, step) DO UPDATE SET value = excluded.value, "
             "special = excluded.special, wall_time = excluded.wall_time")
 
 
 def experiment_points(session: Session, experiment_id: int, limit: int, offset: int, key: str | None = None,
-                      run_id: str | None = None) -> tuple[list[tuple[str, str, int, float, float]], int]:
-    """A page of (run_id, key, step, value, wall_time) for an experiment's runs, ordered by run, key, step."""
+                      run_id: str | None = None,
+                      rank: int | None = None) -> tuple[list[tuple[str, int, str, int, float, float]], int]:
+    """A page of (run_id, rank, key, step, value, wall_time) for an experiment's runs (of one rank when given),
+    ordered by run, rank, key, step."""
     condition = [Run.experiment_id == experiment_id]
     if key is not None:
         condition.append(MetricPoint.key == key)
+    if rank is not None:
+        condition.append(MetricPoint.rank == rank)
     if run_id is not None:
         condition.append(Run.id == run_id)
     base = select(MetricPoint).join(Run, Run.key == MetricPoint.run_key).where(*condition)
     total = int(session.scalar(select(func.count()).select_from(base.subquery())) or 0)
-    query = (select(Run.id, MetricPoint.key, MetricPoint.step, MetricPoint.value, MetricPoint.special,
-                    MetricPoint.wall_time).join(Run, Run.key == MetricPoint.run_key).where(*condition)
-             .order_by(Run.id, MetricPoint.key, MetricPoint.step).limit(limit).offset(offset))
-    rows = [(r, k, s, decode_value(v, sp), w) for r, k, s, v, sp, w in session.execute(query)]
+    query = (select(Run.id, MetricPoint.rank, MetricPoint.key, MetricPoint.step, MetricPoint.value,
+                    MetricPoint.special, MetricPoint.wall_time).join(Run, Run.key == MetricPoint.run_key)
+             .where(*condition).order_by(Run.id, MetricPoint.rank, MetricPoint.key, MetricPoint.step)
+             .limit(limit).offset(offset))
+    rows = [(r, rk, k, s, decode_value(v, sp), w) for r, rk, k, s, v, sp, w in session.execute(query)]
     return rows, total
 
 

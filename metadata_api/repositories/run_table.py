@@ -65,13 +65,15 @@ def param_text(dialect: str, path: str) -> ColumnElement:
 
 
 def metric_value(key: str, aggregate: str) -> ColumnElement:
-    """A correlated subquery: the run's last finite value of `key` (NULL when non-finite), or its finite min/max."""
-    of_series = (MetricBlock.run_key == Run.key, MetricBlock.key == key)
+    """A correlated subquery: the run's last finite value of `key` (NULL when non-finite), or its finite min/max
+    (of rank 0, the run's default view)."""
+    of_series = (MetricBlock.run_key == Run.key, MetricBlock.rank == 0, MetricBlock.key == key)
     if aggregate == "last":
         last_step = (select(MetricBlock.last_step).where(*of_series).order_by(MetricBlock.block.desc()).limit(1)
                      .scalar_subquery())
-        return (select(MetricPoint.value).where(MetricPoint.run_key == Run.key, MetricPoint.key == key,
-                                                MetricPoint.step == last_step).scalar_subquery())
+        return (select(MetricPoint.value).where(MetricPoint.run_key == Run.key, MetricPoint.rank == 0,
+                                                MetricPoint.key == key, MetricPoint.step == last_step)
+                .scalar_subquery())
     extreme = func.min(MetricBlock.min_value) if aggregate == "min" else func.max(MetricBlock.max_value)
     return select(extreme).where(*of_series).scalar_subquery()
 
@@ -183,7 +185,7 @@ def _fill_metrics(session: Session, rows: dict[int, RunRow], metrics: list[str])
     summaries = session.execute(
         select(MetricBlock.run_key, MetricBlock.key, func.min(MetricBlock.min_value), func.max(MetricBlock.max_value),
                func.min(MetricBlock.neg_inf_step), func.min(MetricBlock.pos_inf_step), func.max(MetricBlock.block))
-        .where(MetricBlock.run_key.in_(keys), MetricBlock.key.in_(metrics))
+        .where(MetricBlock.run_key.in_(keys), MetricBlock.rank == 0, MetricBlock.key.in_(metrics))
         .group_by(MetricBlock.run_key, MetricBlock.key))
     last_blocks: list[tuple[int, str, int]] = []
     for run_key, key, low, high, neg_inf, pos_inf, block in summaries:
@@ -193,11 +195,11 @@ def _fill_metrics(session: Session, rows: dict[int, RunRow], metrics: list[str])
     if not last_blocks:
         return
     last_steps = session.execute(select(MetricBlock.run_key, MetricBlock.key, MetricBlock.last_step).where(or_(*(
-        and_(MetricBlock.run_key == run_key, MetricBlock.key == key, MetricBlock.block == block)
+        and_(MetricBlock.run_key == run_key, MetricBlock.rank == 0, MetricBlock.key == key, MetricBlock.block == block)
         for run_key, key, block in last_blocks)))).all()
     points = session.execute(select(MetricPoint.run_key, MetricPoint.key, MetricPoint.step, MetricPoint.value,
                                     MetricPoint.special).where(or_(*(
-        and_(MetricPoint.run_key == run_key, MetricPoint.key == key, MetricPoint.step == step)
+        and_(MetricPoint.run_key == run_key, MetricPoint.rank == 0, MetricPoint.key == key, MetricPoint.step == step)
         for run_key, key, step in last_steps))))
     for run_key, key, step, value, special in points:
         cell = rows[run_key].metrics[key]

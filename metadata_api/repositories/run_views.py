@@ -20,21 +20,37 @@ from .run_table import like_pattern
 MAX_KEYS = 10_000
 LEVEL_ORDER = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
-# A loose index scan: the next key after each one, one seek into the (run_key, key, block) primary key each.
+# Loose index scans: the next key (rank) after each one, one seek into the (run_key, rank, key, block) primary key
+# each.
 _KEYS = text("""
 WITH RECURSIVE keys(key) AS (
-    SELECT MIN(key) FROM metric_blocks WHERE run_key = :run
+    SELECT MIN(key) FROM metric_blocks WHERE run_key = :run AND rank = :rank
     UNION ALL
-    SELECT (SELECT MIN(b.key) FROM metric_blocks b WHERE b.run_key = :run AND b.key > keys.key)
+    SELECT (SELECT MIN(b.key) FROM metric_blocks b WHERE b.run_key = :run AND b.rank = :rank AND b.key > keys.key)
     FROM keys WHERE keys.key IS NOT NULL
 )
 SELECT key FROM keys WHERE key IS NOT NULL LIMIT :limit
 """)
+_RANKS = text("""
+WITH RECURSIVE ranks(rank) AS (
+    SELECT MIN(rank) FROM metric_blocks WHERE run_key = :run
+    UNION ALL
+    SELECT (SELECT MIN(b.rank) FROM metric_blocks b WHERE b.run_key = :run AND b.rank > ranks.rank)
+    FROM ranks WHERE ranks.rank IS NOT NULL
+)
+SELECT rank FROM ranks WHERE rank IS NOT NULL LIMIT :limit
+""")
+MAX_RANKS = 100_000
 
 
-def metric_keys(session: Session, run_key: int) -> list[str]:
-    """The run's metric keys in order (at most MAX_KEYS)."""
-    return [key for (key,) in session.execute(_KEYS, {"run": run_key, "limit": MAX_KEYS})]
+def metric_keys(session: Session, run_key: int, rank: int = 0) -> list[str]:
+    """The metric keys of one rank of the run, in order (at most MAX_KEYS)."""
+    return [key for (key,) in session.execute(_KEYS, {"run": run_key, "rank": rank, "limit": MAX_KEYS})]
+
+
+def metric_ranks(session: Session, run_key: int) -> list[int]:
+    """The ranks that logged points to the run, in order."""
+    return [int(rank) for (rank,) in session.execute(_RANKS, {"run": run_key, "limit": MAX_RANKS})]
 
 
 def log_lines(session: Session, run_key: int, level: str | None = None, search: str | None = None,
@@ -90,11 +106,11 @@ def _recent(model: type[MetricPoint] | type[LogLine], after_id: int, scan: int) 
 
 
 def points_since(session: Session, run_key: int, after_id: int, scan: int) -> tuple[list[Sequence], int, int]:
-    """(id, key, step, value, special, wall_time) of the run's points among the `scan` points written after point
-    `after_id`, in id order; the id to continue after (the last one scanned) and how many were scanned."""
+    """(id, rank, key, step, value, special, wall_time) of the run's points among the `scan` points written after
+    point `after_id`, in id order; the id to continue after (the last one scanned) and how many were scanned."""
     recent = _recent(MetricPoint, after_id, scan)
-    rows = list(session.execute(select(recent.c.id, recent.c.key, recent.c.step, recent.c.value, recent.c.special,
-                                       recent.c.wall_time).where(recent.c.run_key == run_key)
+    rows = list(session.execute(select(recent.c.id, recent.c.rank, recent.c.key, recent.c.step, recent.c.value,
+                                       recent.c.special, recent.c.wall_time).where(recent.c.run_key == run_key)
                                 .order_by(recent.c.id)))
     return (rows, *_scanned(session, recent, after_id))
 

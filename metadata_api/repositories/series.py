@@ -29,23 +29,25 @@ from ..db import SPECIAL_NAN, SPECIAL_NEG_INF, SPECIAL_POS_INF, decode_value
 from ..models import MetricPoint
 from ..reduction import MIN_MAX_POINTS, SeriesPoint, bucket_count, bucket_width
 from . import series_blocks
+from .series_blocks import Series
 
 _COLUMNS = (MetricPoint.step, MetricPoint.value, MetricPoint.special, MetricPoint.wall_time)
 
 
-def _of_series(run_key: int, key: str) -> list[ColumnElement[bool]]:
-    return [MetricPoint.run_key == run_key, MetricPoint.key == key]
+def _of_series(series: Series) -> list[ColumnElement[bool]]:
+    run_key, rank, key = series
+    return [MetricPoint.run_key == run_key, MetricPoint.rank == rank, MetricPoint.key == key]
 
 
 def _decode(rows: Iterable[Sequence]) -> list[SeriesPoint]:
     return [SeriesPoint(step, decode_value(value, special), wall_time) for step, value, special, wall_time in rows]
 
 
-def series_page(session: Session, run_key: int, key: str, after_step: int | None, limit: int,
+def series_page(session: Session, series: Series, after_step: int | None, limit: int,
                 max_step: int | None = None) -> list[SeriesPoint]:
     """Up to `limit` points with step > `after_step` (all steps when None) and <= `max_step` (when given), in step
     order: full fidelity."""
-    query = select(*_COLUMNS).where(*_of_series(run_key, key))
+    query = select(*_COLUMNS).where(*_of_series(series))
     if after_step is not None:
         query = query.where(MetricPoint.step > after_step)
     if max_step is not None:
@@ -53,27 +55,28 @@ def series_page(session: Session, run_key: int, key: str, after_step: int | None
     return _decode(session.execute(query.order_by(MetricPoint.step).limit(limit)))
 
 
-def series_keys(session: Session, run_key: int) -> list[str]:
-    """The metric keys a run has points for."""
-    query = select(MetricPoint.key).where(MetricPoint.run_key == run_key).distinct().order_by(MetricPoint.key)
+def series_keys(session: Session, run_key: int, rank: int = 0) -> list[str]:
+    """The metric keys a rank of a run has points for."""
+    query = (select(MetricPoint.key).where(MetricPoint.run_key == run_key, MetricPoint.rank == rank).distinct()
+             .order_by(MetricPoint.key))
     return list(session.scalars(query))
 
 
-def reduced_series(session: Session, run_key: int, key: str, max_points: int, min_step: int | None = None,
+def reduced_series(session: Session, series: Series, max_points: int, min_step: int | None = None,
                    max_step: int | None = None) -> tuple[list[SeriesPoint], bool]:
     """The series (its steps in [`min_step`, `max_step`] when given) reduced to at most `max_points` points by M4
     (see `reduction`), and whether it was reduced; a range of at most `max_points` points comes back whole. The
     buckets cut the range from its first to its last point, as `reduction.m4_reduce` does on those points."""
     if max_points < MIN_MAX_POINTS:
         raise ValueError(f"max_points must be >= {MIN_MAX_POINTS}, got {max_points}")
-    head = series_page(session, run_key, key, None if min_step is None else min_step - 1, max_points + 1, max_step)
+    head = series_page(session, series, None if min_step is None else min_step - 1, max_points + 1, max_step)
     if len(head) <= max_points:
         return head, False
-    last = select(func.max(MetricPoint.step)).where(*_of_series(run_key, key))
+    last = select(func.max(MetricPoint.step)).where(*_of_series(series))
     last_step = session.scalar(last if max_step is None else last.where(MetricPoint.step <= max_step))
-    reduced = _sql_m4(session, run_key, key, head[0].step, int(last_step), bucket_count(max_points, 4))
+    reduced = _sql_m4(session, series, head[0].step, int(last_step), bucket_count(max_points, 4))
     if len(reduced) > max_points:  # buckets holding NaN use a fifth slot; wider buckets make room
-        reduced = _sql_m4(session, run_key, key, head[0].step, int(last_step), bucket_count(max_points, 5))
+        reduced = _sql_m4(session, series, head[0].step, int(last_step), bucket_count(max_points, 5))
     return reduced, True
 
 
@@ -91,12 +94,12 @@ class _Bucket:
     max_step: int | None = None
 
 
-def _sql_m4(session: Session, run_key: int, key: str, first_step: int, last_step: int,
+def _sql_m4(session: Session, series: Series, first_step: int, last_step: int,
             buckets: int) -> list[SeriesPoint]:
     width = bucket_width(first_step, last_step, buckets)
     if width >= series_blocks.MIN_BLOCKED_WIDTH:  # buckets span many blocks: merge block summaries instead
-        chosen = series_blocks.blocked_m4(session, run_key, key, first_step, width, last_step)
-        by_step = {p.step: p for p in _decode(series_blocks.points_at(session.connection(), run_key, key, chosen))}
+        chosen = series_blocks.blocked_m4(session, series, first_step, width, last_step)
+        by_step = {p.step: p for p in _decode(series_blocks.points_at(session.connection(), series, chosen))}
         return [by_step[step] for step in chosen]
     dialect = session.get_bind().dialect.name
     sqlite = dialect == "sqlite"
@@ -106,14 +109,14 @@ def _sql_m4(session: Session, run_key: int, key: str, first_step: int, last_step
         aggregates = _postgres_aggregates
     else:
         aggregates = _grouped_aggregates
-    found = aggregates(session, run_key, key, first_step, last_step, width)
+    found = aggregates(session, series, first_step, last_step, width)
     known = [step for b in found for step in (*b.steps, b.min_step, b.max_step) if step is not None]
-    points = {p.step: p for p in _points_at(session, run_key, key, known)}
+    points = {p.step: p for p in _points_at(session, series, known)}
     lookups = _extreme_lookups(found, points)
-    (_sqlite_first_steps if sqlite else _joined_first_steps)(session, run_key, key, found, lookups)
+    (_sqlite_first_steps if sqlite else _joined_first_steps)(session, series, found, lookups)
     chosen = sorted({step for b in found for step in b.steps})
     missing = [step for step in chosen if step not in points]
-    points.update((p.step, p) for p in _points_at(session, run_key, key, missing))
+    points.update((p.step, p) for p in _points_at(session, series, missing))
     return [points[step] for step in chosen]
 
 
@@ -124,7 +127,7 @@ def _bucket(lo: int, width: int, row: Sequence) -> _Bucket:
     return _Bucket(lo, lo + width - 1, first, last, low, high, specials, {first, last, *specials.values()})
 
 
-def _grouped_aggregates(session: Session, run_key: int, key: str, first_step: int, last_step: int,
+def _grouped_aggregates(session: Session, series: Series, first_step: int, last_step: int,
                         width: int) -> list[_Bucket]:
     """Every bucket's aggregates in one GROUP BY (a hash aggregate on PostgreSQL)."""
     bucket = ((MetricPoint.step - first_step) // width).label("bucket")  # integer division on both databases
@@ -135,7 +138,7 @@ def _grouped_aggregates(session: Session, run_key: int, key: str, first_step: in
     aggregate = (select(bucket, func.min(MetricPoint.step), func.max(MetricPoint.step), func.min(MetricPoint.value),
                         func.max(MetricPoint.value), first_step_with(SPECIAL_NAN), first_step_with(SPECIAL_POS_INF),
                         first_step_with(SPECIAL_NEG_INF))
-                 .where(*_of_series(run_key, key), MetricPoint.step.between(first_step, last_step)).group_by(bucket))
+                 .where(*_of_series(series), MetricPoint.step.between(first_step, last_step)).group_by(bucket))
     return [_bucket(first_step + int(number) * width, width, rest)
             for number, *rest in session.execute(aggregate)]
 
@@ -147,16 +150,18 @@ _POSTGRES_AGGREGATES = text(
     "MAX(ARRAY[value, -step::float8]) FILTER (WHERE special = 0), "
     f"MIN(step) FILTER (WHERE special = {SPECIAL_NAN}), MIN(step) FILTER (WHERE special = {SPECIAL_POS_INF}), "
     f"MIN(step) FILTER (WHERE special = {SPECIAL_NEG_INF}) "
-    "FROM metric_points WHERE run_key = :run AND key = :key AND step BETWEEN :first AND :last GROUP BY 1")
+    "FROM metric_points WHERE run_key = :run AND rank = :rank AND key = :key AND step BETWEEN :first AND :last "
+    "GROUP BY 1")
 
 
-def _postgres_aggregates(session: Session, run_key: int, key: str, first_step: int, last_step: int,
+def _postgres_aggregates(session: Session, series: Series, first_step: int, last_step: int,
                          width: int) -> list[_Bucket]:
     """One hash GROUP BY that also finds the first step of each bucket's min and max: arrays compare element by
     element, so MIN([value, step]) is the min value at its smallest step, MAX([value, -step]) the max value at
     its smallest step. No second pass."""
     found = []
-    parameters = {"first": first_step, "last": last_step, "width": width, "run": run_key, "key": key}
+    parameters = {"first": first_step, "last": last_step, "width": width, "run": series[0], "rank": series[1],
+                  "key": series[2]}
     for number, first, last, lowest, highest, nan, pos_inf, neg_inf in session.execute(_POSTGRES_AGGREGATES,
                                                                                           parameters):
         b = _bucket(first_step + int(number) * width, width, (first, last, lowest and lowest[0],
@@ -167,7 +172,7 @@ def _postgres_aggregates(session: Session, run_key: int, key: str, first_step: i
     return found
 
 
-_SQLITE_RANGE = "FROM metric_points WHERE run_key = ? AND key = ? AND step BETWEEN ? AND ?"
+_SQLITE_RANGE = "FROM metric_points WHERE run_key = ? AND rank = ? AND key = ? AND step BETWEEN ? AND ?"
 _SQLITE_EXTREMES = f"SELECT MIN(value), MAX(value), MAX(special) {_SQLITE_RANGE}"
 _SQLITE_EDGE_STEPS = (f"SELECT (SELECT step {_SQLITE_RANGE} ORDER BY step LIMIT 1), "
                       f"(SELECT step {_SQLITE_RANGE} ORDER BY step DESC LIMIT 1)")
@@ -177,7 +182,7 @@ _SQLITE_SPECIAL_STEPS = (f"SELECT MIN(CASE WHEN special = {SPECIAL_NAN} THEN ste
 _SQLITE_FIRST_WITH_VALUE = f"SELECT step {_SQLITE_RANGE} AND value = ? ORDER BY step LIMIT 1"
 
 
-def _sqlite_aggregates(session: Session, run_key: int, key: str, first_step: int, last_step: int,
+def _sqlite_aggregates(session: Session, series: Series, first_step: int, last_step: int,
                        width: int) -> list[_Bucket]:
     """SQLite sorts every row for a GROUP BY on an expression; per bucket, one index range scan for its extremes
     (the cheapest aggregate: no CASE, no step), two index seeks for its first and last step, and only where the
@@ -186,7 +191,7 @@ def _sqlite_aggregates(session: Session, run_key: int, key: str, first_step: int
     found = []
     with _sqlite_cursor(session) as cursor:
         for lo in range(first_step, last_step + 1, width):
-            span = (run_key, key, lo, min(lo + width - 1, last_step))  # the last bucket ends with the range
+            span = (*series, lo, min(lo + width - 1, last_step))  # the last bucket ends with the range
             low, high, special = cursor.execute(_SQLITE_EXTREMES, span).fetchone()
             if special is None:  # no rows in this bucket
                 continue
@@ -219,15 +224,15 @@ def _extreme_lookups(found: list[_Bucket], points: dict[int, SeriesPoint]) -> li
     return lookups
 
 
-def _sqlite_first_steps(session: Session, run_key: int, key: str, found: list[_Bucket],
+def _sqlite_first_steps(session: Session, series: Series, found: list[_Bucket],
                         lookups: list[tuple[int, int, int, float]]) -> None:
     with _sqlite_cursor(session) as cursor:
         for index, lo, hi, value in lookups:
-            row = cursor.execute(_SQLITE_FIRST_WITH_VALUE, (run_key, key, lo, hi, value)).fetchone()
+            row = cursor.execute(_SQLITE_FIRST_WITH_VALUE, (*series, lo, hi, value)).fetchone()
             found[index].steps.add(int(row[0]))
 
 
-def _joined_first_steps(session: Session, run_key: int, key: str, found: list[_Bucket],
+def _joined_first_steps(session: Session, series: Series, found: list[_Bucket],
                         lookups: list[tuple[int, int, int, float]]) -> None:
     """The first step holding each looked-up value, by a join against a VALUES list of (bucket range, value)."""
     for start in range(0, len(lookups), 2000):
@@ -235,17 +240,17 @@ def _joined_first_steps(session: Session, run_key: int, key: str, found: list[_B
         wanted = values(column("bucket", Integer), column("lo", BigInteger), column("hi", BigInteger),
                         column("v", MetricPoint.value.type), name="wanted").data(chunk).cte("wanted")
         query = (select(wanted.c.bucket, func.min(MetricPoint.step))
-                 .join(MetricPoint, and_(*_of_series(run_key, key), MetricPoint.step >= wanted.c.lo,
+                 .join(MetricPoint, and_(*_of_series(series), MetricPoint.step >= wanted.c.lo,
                                          MetricPoint.step <= wanted.c.hi, MetricPoint.value == wanted.c.v))
                  .group_by(wanted.c.bucket, wanted.c.v))
         for index, step in session.execute(query):
             found[index].steps.add(int(step))
 
 
-def _points_at(session: Session, run_key: int, key: str, steps: Sequence[int]) -> list[SeriesPoint]:
+def _points_at(session: Session, series: Series, steps: Sequence[int]) -> list[SeriesPoint]:
     result: list[SeriesPoint] = []
     for start in range(0, len(steps), 5000):
         chunk = steps[start:start + 5000]
-        query = select(*_COLUMNS).where(*_of_series(run_key, key), MetricPoint.step.in_(chunk))
+        query = select(*_COLUMNS).where(*_of_series(series), MetricPoint.step.in_(chunk))
         result.extend(_decode(session.execute(query)))
     return result

@@ -1,6 +1,7 @@
 """Per-block summaries of metric series (`metric_blocks`), and the M4 reduction read from them.
 
-A block is the steps `[block * BLOCK_STEPS, block * BLOCK_STEPS + BLOCK_STEPS - 1]` of one (run, key); its row
+A block is the steps `[block * BLOCK_STEPS, block * BLOCK_STEPS + BLOCK_STEPS - 1]` of one series (run, rank, key,
+see `Series`); its row
 holds the first and last step, the count, the finite min and max value and the first step holding NaN, +Inf and
 -Inf. Rows are recomputed from the points (an INSERT ... SELECT of each affected block's aggregates) in the
 same transaction that writes or deletes the points, so they are exact whatever a batch replaces (last write
@@ -35,8 +36,11 @@ _AGGREGATES = (f"MIN(step), MAX(step), COUNT(*), MIN(value), MAX(value), "
                f"MIN(CASE WHEN special = {SPECIAL_NEG_INF} THEN step END)")
 _BLOCK_COLUMNS = ("first_step", "last_step", "count", "min_value", "max_value", "nan_step", "pos_inf_step",
                   "neg_inf_step")
-SeriesBlock = tuple[int, str, int]  # run_key, key, block
-_UPSERT_TAIL = ("ON CONFLICT (run_key, key, block) DO UPDATE SET "
+Series = tuple[int, int, str]
+"""(run_key, rank, key): one rank's history of one key in one run."""
+SeriesBlock = tuple[int, int, str, int]  # run_key, rank, key, block
+OF_SERIES = "run_key = {0} AND rank = {0} AND key = {0}"  # formatted with the parameter mark; then *Series
+_UPSERT_TAIL = ("ON CONFLICT (run_key, rank, key, block) DO UPDATE SET "
                 + ", ".join(f"{name} = excluded.{name}" for name in _BLOCK_COLUMNS))
 
 
@@ -47,9 +51,9 @@ def _mark(connection: Connection) -> str:
 def _refresh_sql(connection: Connection) -> str:
     """One block from its points: no GROUP BY (no sort), one index range scan of at most BLOCK_STEPS rows."""
     mark = _mark(connection)
-    return (f"INSERT INTO metric_blocks (run_key, key, block, {', '.join(_BLOCK_COLUMNS)}) "
-            f"SELECT {mark}, {mark}, {mark}, {_AGGREGATES} FROM metric_points "
-            f"WHERE run_key = {mark} AND key = {mark} AND step BETWEEN {mark} AND {mark} {_UPSERT_TAIL}")
+    return (f"INSERT INTO metric_blocks (run_key, rank, key, block, {', '.join(_BLOCK_COLUMNS)}) "
+            f"SELECT {mark}, {mark}, {mark}, {mark}, {_AGGREGATES} FROM metric_points "
+            f"WHERE {OF_SERIES.format(mark)} AND step BETWEEN {mark} AND {mark} {_UPSERT_TAIL}")
 
 
 def _lock_runs(connection: Connection, run_keys: Iterable[int]) -> None:
@@ -62,8 +66,10 @@ def _lock_runs(connection: Connection, run_keys: Iterable[int]) -> None:
 
 
 def affected_blocks(run_key: int, points: Iterable[Sequence]) -> list[SeriesBlock]:
-    """The (run_key, key, block) of every block holding one of `points` ((key, step, ...) rows of the run)."""
-    return [(run_key, key, block) for key, block in sorted({(point[0], point[1] // BLOCK_STEPS) for point in points})]
+    """The (run_key, rank, key, block) of every block holding one of `points` ((rank, key, step, ...) rows of the
+    run)."""
+    return [(run_key, rank, key, block)
+            for rank, key, block in sorted({(point[0], point[1], point[2] // BLOCK_STEPS) for point in points})]
 
 
 def refresh_blocks(connection: Connection, blocks: Sequence[SeriesBlock], points_deleted: bool = True) -> None:
@@ -78,12 +84,12 @@ def refresh_blocks(connection: Connection, blocks: Sequence[SeriesBlock], points
         emptied = _emptied(connection, blocks)
         if emptied:
             connection.exec_driver_sql(
-                f"DELETE FROM metric_blocks WHERE run_key = {mark} AND key = {mark} AND block = {mark}", emptied)
+                f"DELETE FROM metric_blocks WHERE {OF_SERIES.format(mark)} AND block = {mark}", emptied)
             gone = set(emptied)
             blocks = [block for block in blocks if block not in gone]
     if blocks:
         connection.exec_driver_sql(_refresh_sql(connection),
-                                   [(*block, block[0], block[1], *_steps_of(block[2])) for block in blocks])
+                                   [(*block, *block[:3], *_steps_of(block[3])) for block in blocks])
 
 
 def _steps_of(block: int) -> tuple[int, int]:
@@ -94,18 +100,18 @@ def _emptied(connection: Connection, blocks: Sequence[SeriesBlock]) -> list[Seri
     """Those of `blocks` that have no points left."""
     found = []
     for start in range(0, len(blocks), LOOKUP_CHUNK):
-        chunk = [(run_key, key, block, *_steps_of(block)) for run_key, key, block in blocks[start:start + LOOKUP_CHUNK]]
-        cte, parameters = _wanted(connection, (("r", "integer"), ("k", "text"), ("b", "bigint"), ("lo", "bigint"),
-                                               ("hi", "bigint")), chunk)
-        sql = (cte + "SELECT r, k, b FROM wanted WHERE NOT EXISTS (SELECT 1 FROM metric_points p WHERE p.run_key = r "
-               "AND p.key = k AND p.step BETWEEN lo AND hi)")
+        chunk = [(*block, *_steps_of(block[3])) for block in blocks[start:start + LOOKUP_CHUNK]]
+        cte, parameters = _wanted(connection, (("r", "integer"), ("rk", "integer"), ("k", "text"), ("b", "bigint"),
+                                               ("lo", "bigint"), ("hi", "bigint")), chunk)
+        sql = (cte + "SELECT r, rk, k, b FROM wanted WHERE NOT EXISTS (SELECT 1 FROM metric_points p "
+               "WHERE p.run_key = r AND p.rank = rk AND p.key = k AND p.step BETWEEN lo AND hi)")
         found.extend(tuple(row) for row in connection.exec_driver_sql(sql, tuple(parameters)))
     return found
 
 
-def record_written(connection: Connection, run_key: int, rows: Sequence[Sequence]) -> None:
-    """Bring the run's blocks up to date after `rows` ((run_key, key, step, value, special, wall_time), one per
-    (key, step)) were upserted in this transaction.
+def record_written(connection: Connection, run_key: int, rank: int, rows: Sequence[Sequence]) -> None:
+    """Bring the blocks of one rank of a run up to date after `rows` ((run_key, rank, key, step, value, special,
+    wall_time), one per (key, step)) were upserted in this transaction.
 
     The hot path of ingest, so the batch's own aggregates are computed here (no second read of its points): a
     block with no row yet had no points, so the batch's aggregates are the block's; a block whose stored last
@@ -115,22 +121,23 @@ def record_written(connection: Connection, run_key: int, rows: Sequence[Sequence
     if not batch:
         return
     _lock_runs(connection, [run_key])
-    stored = _stored_blocks(connection, run_key, batch)
+    stored = _stored_blocks(connection, run_key, rank, batch)
     merged, replaced = [], []
     for (key, block), new in batch.items():
         old = stored.get((key, block))
         if old is None:
-            merged.append((run_key, key, block, *new))
+            merged.append((run_key, rank, key, block, *new))
         elif new[0] > old[1]:
-            merged.append((run_key, key, block, old[0], new[1], old[2] + new[2], _least(old[3], new[3]),
+            merged.append((run_key, rank, key, block, old[0], new[1], old[2] + new[2], _least(old[3], new[3]),
                            _greatest(old[4], new[4]), *(o if o is not None else n for o, n in zip(old[5:], new[5:],
                                                                                                strict=True))))
         else:
-            replaced.append((run_key, key, block))
+            replaced.append((run_key, rank, key, block))
     mark = _mark(connection)
     if merged:
-        connection.exec_driver_sql(f"INSERT INTO metric_blocks (run_key, key, block, {', '.join(_BLOCK_COLUMNS)}) "
-                                   f"VALUES ({', '.join([mark] * 11)}) {_UPSERT_TAIL}", merged)
+        connection.exec_driver_sql(f"INSERT INTO metric_blocks (run_key, rank, key, block, "
+                                   f"{', '.join(_BLOCK_COLUMNS)}) VALUES ({', '.join([mark] * 12)}) {_UPSERT_TAIL}",
+                                   merged)
     refresh_blocks(connection, replaced, points_deleted=False)
 
 
@@ -145,7 +152,7 @@ def _greatest(a: float | None, b: float | None) -> float | None:
 def _batch_aggregates(rows: Sequence[Sequence]) -> dict[tuple[str, int], list]:
     """(key, block) -> [first, last, count, finite min, finite max, first NaN, +Inf, -Inf step] of `rows`."""
     found: dict[tuple[str, int], list] = {}
-    for _run_id, key, step, value, special, _wall_time in rows:
+    for _run_key, _rank, key, step, value, special, _wall_time in rows:
         block = (key, step // BLOCK_STEPS)
         aggregate = found.get(block)
         if aggregate is None:
@@ -168,7 +175,8 @@ def _batch_aggregates(rows: Sequence[Sequence]) -> dict[tuple[str, int], list]:
     return found
 
 
-def _stored_blocks(connection: Connection, run_key: int, batch: dict[tuple[str, int], list]) -> dict[tuple, tuple]:
+def _stored_blocks(connection: Connection, run_key: int, rank: int,
+                   batch: dict[tuple[str, int], list]) -> dict[tuple, tuple]:
     """The stored rows of the blocks in `batch`, by (key, block): one range read per key."""
     spans: dict[str, list[int]] = {}
     for key, block in batch:
@@ -178,19 +186,19 @@ def _stored_blocks(connection: Connection, run_key: int, batch: dict[tuple[str, 
     stored: dict[tuple, tuple] = {}
     for key, (low, high) in spans.items():
         for block, *columns in connection.exec_driver_sql(
-                f"SELECT block, {', '.join(_BLOCK_COLUMNS)} FROM metric_blocks WHERE run_key = {mark} "
-                f"AND key = {mark} AND block BETWEEN {mark} AND {mark}", (run_key, key, low, high)):
+                f"SELECT block, {', '.join(_BLOCK_COLUMNS)} FROM metric_blocks WHERE {OF_SERIES.format(mark)} "
+                f"AND block BETWEEN {mark} AND {mark}", (run_key, rank, key, low, high)):
             stored[(key, block)] = tuple(columns)
     return stored
 
 
-def rebuild_series_blocks(connection: Connection, run_key: int, key: str) -> None:
+def rebuild_series_blocks(connection: Connection, series: Series) -> None:
     """Recompute every block of one series (for points written around the API, e.g. a bulk load)."""
-    mark = _mark(connection)
-    steps = connection.exec_driver_sql(f"SELECT step FROM metric_points WHERE run_key = {mark} AND key = {mark}",
-                                       (run_key, key)).scalars()
-    connection.exec_driver_sql(f"DELETE FROM metric_blocks WHERE run_key = {mark} AND key = {mark}", (run_key, key))
-    refresh_blocks(connection, affected_blocks(run_key, ((key, step) for step in steps)), points_deleted=False)
+    where = OF_SERIES.format(_mark(connection))
+    steps = connection.exec_driver_sql(f"SELECT step FROM metric_points WHERE {where}", series).scalars()
+    connection.exec_driver_sql(f"DELETE FROM metric_blocks WHERE {where}", series)
+    run_key, rank, key = series
+    refresh_blocks(connection, affected_blocks(run_key, ((rank, key, step) for step in steps)), points_deleted=False)
 
 
 # --- the reduction ---------------------------------------------------------------------------------------------
@@ -203,17 +211,18 @@ together, or of the part of a cut block that lies in one bucket."""
 def _groups_sql(mark: str) -> str:
     """One row per bucket for the blocks that lie inside one bucket (group = bucket number), one row per block
     that a bucket boundary or an end of the range cuts (group = -1 - block). Parameters: the range's first step
-    and the bucket width (three times), its last step, the run, the key, and the range's first and last block."""
+    and the bucket width (three times), its last step, the series (run, rank, key), and the range's first and last
+    block."""
     first, last = (f"({name} - {mark}) / {mark}" for name in ("first_step", "last_step"))
     return (f"SELECT grp, MIN(first_step), MAX(last_step), MIN(min_value), MAX(max_value), MIN(nan_step), "
             f"MIN(pos_inf_step), MIN(neg_inf_step) FROM (SELECT CASE WHEN first_step >= {mark} "
             f"AND last_step <= {mark} AND {first} = {last} THEN {first} "
             f"ELSE -1 - block END AS grp, first_step, last_step, min_value, max_value, nan_step, pos_inf_step, "
-            f"neg_inf_step FROM metric_blocks WHERE run_key = {mark} AND key = {mark} "
+            f"neg_inf_step FROM metric_blocks WHERE {OF_SERIES.format(mark)} "
             f"AND block BETWEEN {mark} AND {mark}) AS blocks GROUP BY grp")
 
 
-def blocked_m4(session: Session, run_key: int, key: str, first_step: int, width: int,
+def blocked_m4(session: Session, series: Series, first_step: int, width: int,
                last_step: int | None = None) -> list[int]:
     """The steps M4 keeps (see `reduction.m4_reduce`) for buckets of `width` steps from `first_step`, in order;
     only steps up to `last_step` when given (`first_step` must then be the range's first point)."""
@@ -222,7 +231,7 @@ def blocked_m4(session: Session, run_key: int, key: str, first_step: int, width:
         connection.exec_driver_sql("SET LOCAL jit = off")
     if last_step is None:
         last_step = 2**63 - 1
-    parameters = (first_step, last_step, first_step, width, first_step, width, first_step, width, run_key, key,
+    parameters = (first_step, last_step, first_step, width, first_step, width, first_step, width, *series,
                   first_step // BLOCK_STEPS, last_step // BLOCK_STEPS)
     pieces: list[tuple[int, bool, Piece]] = []  # (bucket, aggregated from blocks, piece)
     cut: list[tuple[int, int]] = []  # the part of each cut block in each bucket it spans, inside the range
@@ -234,9 +243,9 @@ def blocked_m4(session: Session, run_key: int, key: str, first_step: int, width:
         cut.extend((max(first, first_step + b * width), min(last, first_step + (b + 1) * width - 1))
                    for b in range((first - first_step) // width, (last - first_step) // width + 1))
     pieces.extend(((piece[0] - first_step) // width, False, piece)
-                  for piece in _part_aggregates(connection, run_key, key, cut))
+                  for piece in _part_aggregates(connection, series, cut))
     pieces.sort(key=lambda entry: (entry[0], entry[2][0]))  # pieces never overlap: step order
-    return _merge(connection, run_key, key, pieces)
+    return _merge(connection, series, pieces)
 
 
 def _wanted(connection: Connection, columns: Sequence[tuple[str, str]], rows: Sequence[Sequence]) -> tuple[str, list]:
@@ -252,7 +261,7 @@ def _wanted(connection: Connection, columns: Sequence[tuple[str, str]], rows: Se
             [cell for row in rows for cell in row])
 
 
-def _part_aggregates(connection: Connection, run_key: int, key: str, ranges: list[tuple[int, int]]) -> list[Piece]:
+def _part_aggregates(connection: Connection, series: Series, ranges: list[tuple[int, int]]) -> list[Piece]:
     """The aggregates of the points in each (lo, hi) step range that holds any."""
     mark = _mark(connection)
     found: list[Piece] = []
@@ -260,16 +269,16 @@ def _part_aggregates(connection: Connection, run_key: int, key: str, ranges: lis
         chunk = ranges[start:start + LOOKUP_CHUNK]
         cte, parameters = _wanted(connection, (("lo", "bigint"), ("hi", "bigint")), chunk)
         sql = (cte + f"SELECT {_AGGREGATES} FROM wanted JOIN metric_points p ON p.run_key = {mark} "
-               f"AND p.key = {mark} AND p.step BETWEEN wanted.lo AND wanted.hi GROUP BY wanted.lo")
+               f"AND p.rank = {mark} AND p.key = {mark} AND p.step BETWEEN wanted.lo AND wanted.hi GROUP BY wanted.lo")
         found.extend((first, last, *rest) for first, last, _count, *rest
-                     in connection.exec_driver_sql(sql, (*parameters, run_key, key)))
+                     in connection.exec_driver_sql(sql, (*parameters, *series)))
     return found
 
 
 Lookup = tuple[int, int, int, float]  # (0 for a min, 1 for a max), lo, hi, value
 
 
-def _merge(connection: Connection, run_key: int, key: str, pieces: list[tuple[int, bool, Piece]]) -> list[int]:
+def _merge(connection: Connection, series: Series, pieces: list[tuple[int, bool, Piece]]) -> list[int]:
     """Merge the pieces (by bucket, in step order); look up the first step of each bucket's finite extremes."""
     chosen: set[int] = set()
     in_blocks: list[Lookup] = []  # extremes of a bucket's whole blocks: first find the block, then the step
@@ -297,12 +306,12 @@ def _merge(connection: Connection, run_key: int, key: str, pieces: list[tuple[in
             if extreme is not None and infinity is None:  # an infinity is the extreme when the bucket has one
                 (in_blocks if extreme[0] else in_points).append((kind, *extreme[1:]))
         index = end
-    in_points.extend(_first_blocks_with(connection, run_key, key, in_blocks))
-    chosen.update(_first_steps_with(connection, run_key, key, in_points))
+    in_points.extend(_first_blocks_with(connection, series, in_blocks))
+    chosen.update(_first_steps_with(connection, series, in_points))
     return sorted(chosen)
 
 
-def _first_blocks_with(connection: Connection, run_key: int, key: str, lookups: list[Lookup]) -> list[Lookup]:
+def _first_blocks_with(connection: Connection, series: Series, lookups: list[Lookup]) -> list[Lookup]:
     """For each lookup over whole blocks: the same lookup narrowed to the first block whose min (or max) is it."""
     mark = _mark(connection)
     narrowed: list[Lookup] = []
@@ -310,31 +319,33 @@ def _first_blocks_with(connection: Connection, run_key: int, key: str, lookups: 
         chunk = lookups[start:start + LOOKUP_CHUNK]
         cte, parameters = _wanted(connection, (("mx", "integer"), ("lo", "bigint"), ("hi", "bigint"),
                                                ("v", "float8")), chunk)
-        sql = (cte + f"SELECT mx, v, (SELECT b.block FROM metric_blocks b WHERE b.run_key = {mark} AND b.key = {mark} "
+        sql = (cte + f"SELECT mx, v, (SELECT b.block FROM metric_blocks b WHERE b.run_key = {mark} "
+               f"AND b.rank = {mark} AND b.key = {mark} "
                f"AND b.block BETWEEN wanted.lo / {BLOCK_STEPS} AND wanted.hi / {BLOCK_STEPS} "
                f"AND b.first_step >= wanted.lo AND b.last_step <= wanted.hi "
                f"AND (CASE WHEN wanted.mx = 1 THEN b.max_value ELSE b.min_value END) = wanted.v "
                f"ORDER BY b.block LIMIT 1) FROM wanted")
         narrowed.extend((kind, block * BLOCK_STEPS, (block + 1) * BLOCK_STEPS - 1, value) for kind, value, block
-                        in connection.exec_driver_sql(sql, (*parameters, run_key, key)))
+                        in connection.exec_driver_sql(sql, (*parameters, *series)))
     return narrowed
 
 
-def _first_steps_with(connection: Connection, run_key: int, key: str, lookups: list[Lookup]) -> list[int]:
+def _first_steps_with(connection: Connection, series: Series, lookups: list[Lookup]) -> list[int]:
     """For each lookup: the first step in [lo, hi] holding its value."""
     mark = _mark(connection)
     steps: list[int] = []
     for start in range(0, len(lookups), LOOKUP_CHUNK):
         chunk = [(lo, hi, value) for _kind, lo, hi, value in lookups[start:start + LOOKUP_CHUNK]]
         cte, parameters = _wanted(connection, (("lo", "bigint"), ("hi", "bigint"), ("v", "float8")), chunk)
-        sql = (cte + f"SELECT (SELECT p.step FROM metric_points p WHERE p.run_key = {mark} AND p.key = {mark} "
+        sql = (cte + f"SELECT (SELECT p.step FROM metric_points p WHERE p.run_key = {mark} AND p.rank = {mark} "
+               f"AND p.key = {mark} "
                f"AND p.step BETWEEN wanted.lo AND wanted.hi AND p.value = wanted.v ORDER BY p.step LIMIT 1) "
                f"FROM wanted")
-        steps.extend(step for (step,) in connection.exec_driver_sql(sql, (*parameters, run_key, key)))
+        steps.extend(step for (step,) in connection.exec_driver_sql(sql, (*parameters, *series)))
     return steps
 
 
-def points_at(connection: Connection, run_key: int, key: str, steps: Sequence[int]) -> list[Sequence]:
+def points_at(connection: Connection, series: Series, steps: Sequence[int]) -> list[Sequence]:
     """(step, value, special, wall_time) of the series' points at `steps` (an array parameter on PostgreSQL)."""
     mark = _mark(connection)
     postgres = connection.dialect.name == "postgresql"
@@ -343,6 +354,6 @@ def points_at(connection: Connection, run_key: int, key: str, steps: Sequence[in
         chunk = list(steps[start:start + LOOKUP_CHUNK])
         wanted = "= ANY(%s::bigint[])" if postgres else f"IN ({', '.join('?' * len(chunk))})"
         rows.extend(connection.exec_driver_sql(
-            f"SELECT step, value, special, wall_time FROM metric_points WHERE run_key = {mark} AND key = {mark} "
-            f"AND step {wanted}", (run_key, key, chunk) if postgres else (run_key, key, *chunk)))
+            f"SELECT step, value, special, wall_time FROM metric_points WHERE {OF_SERIES.format(mark)} "
+            f"AND step {wanted}", (*series, chunk) if postgres else (*series, *chunk)))
     return rows

@@ -2,7 +2,9 @@
 
 The browser opens one `EventSource` per run page; the server checks the database every POLL_SECONDS in short
 read transactions of its own (the request's session is closed before streaming) and sends:
-- `points`: `{"series": {key: [[step, value, wall_time], ...]}}` for the points written since the cursor;
+- `points`: `{"rank": r, "series": {key: [[step, value, wall_time], ...]}}` for the points of rank `rank`
+  (default 0) written since the cursor; with `all_ranks=true`, `{"ranks": {"<rank>": {key: [...]}, ...}}` for the
+  points of every rank;
 - `logs`: `{"lines": [{id, time, level, message}, ...]}` for the new log lines;
 - `status`: `{status, end_time, last_heartbeat}` whenever one of them changes (the first one at once);
 - `reset`: more new points than one event carries (MAX_POINTS): reload the charts instead;
@@ -38,6 +40,7 @@ from ..db import decode_value
 from ..deps import ReadableRun, SessionDep
 from ..models import Run
 from ..repositories import run_views
+from ..schemas import RankQuery
 from ..web.rendering import iso
 
 router = APIRouter(prefix="/api", tags=["events"])
@@ -68,6 +71,8 @@ def run_events(request: Request, run: ReadableRun, session: SessionDep,
                cursor: Annotated[str | None, Query(max_length=64, pattern=CURSOR,
                                                    description="`<point id>.<log id>`")] = None,
                last_event_id: Annotated[str | None, Header(include_in_schema=False, max_length=64)] = None,
+               rank: RankQuery = 0,
+               all_ranks: Annotated[bool, Query(description="the points of every rank (`ranks`)")] = False,
                ) -> StreamingResponse:
     """Server-sent events of the run's new points, log lines and status changes (see the module docstring)."""
     streams = getattr(request.app.state, "event_streams", None)
@@ -79,7 +84,7 @@ def run_events(request: Request, run: ReadableRun, session: SessionDep,
     start = parse_cursor(last_event_id) or parse_cursor(cursor) or run_views.cursor_now(session)
     run_key = run.key
     session.close()  # the stream reads in short transactions of its own
-    generator = _stream(request.app.state.read_sessions, run_key, start, streams)
+    generator = _stream(request.app.state.read_sessions, run_key, start, streams, None if all_ranks else rank)
     return StreamingResponse(generator, media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
@@ -124,7 +129,9 @@ def _poll(sessions: Any, run_key: int, cursor: tuple[int, int]) -> _Poll:
     return found
 
 
-async def _stream(sessions: Any, run_key: int, cursor: tuple[int, int], streams: list[int]) -> AsyncIterator[str]:
+async def _stream(sessions: Any, run_key: int, cursor: tuple[int, int], streams: list[int],
+                  rank: int | None) -> AsyncIterator[str]:
+    """The events of one run: points of `rank`, or of every rank when None."""
     streams[0] += 1
     try:
         yield "retry: 500\n\n"
@@ -138,8 +145,9 @@ async def _stream(sessions: Any, run_key: int, cursor: tuple[int, int], streams:
                 return
             if found.skipped:
                 yield _event("reset", {"reason": f"more than {MAX_POINTS} new points"}, found.cursor)
-            if found.points:
-                yield _event("points", {"series": _series(found.points)}, (found.cursor[0], cursor[1]))
+            points = _points_event(found.points, rank)
+            if points:
+                yield _event("points", points, (found.cursor[0], cursor[1]))
             if found.lines:
                 yield _event("logs", {"lines": [{"id": i, "time": iso(t), "level": level, "message": message}
                                                 for i, t, level, message in found.lines]}, found.cursor)
@@ -149,7 +157,7 @@ async def _stream(sessions: Any, run_key: int, cursor: tuple[int, int], streams:
                 run_status, end_time, heartbeat = found.state
                 yield _event("status", {"status": run_status, "end_time": iso(end_time) or None,
                                         "last_heartbeat": iso(heartbeat)}, cursor)
-            if found.points or found.lines:
+            if points or found.lines:
                 quiet_since = time.monotonic()
             elif time.monotonic() - quiet_since > KEEPALIVE_SECONDS:
                 quiet_since = time.monotonic()
@@ -159,8 +167,15 @@ async def _stream(sessions: Any, run_key: int, cursor: tuple[int, int], streams:
         streams[0] -= 1
 
 
-def _series(points: list) -> dict[str, list[list]]:
-    series: dict[str, list[list]] = {}
-    for _id, key, step, value, special, wall_time in points:
-        series.setdefault(key, []).append([step, json_value(decode_value(value, special)), wall_time])
-    return series
+def _points_event(points: list, rank: int | None) -> dict[str, Any] | None:
+    """The `points` event of `rank` (None: every rank), or None when it has no points."""
+    ranks: dict[int, dict[str, list[list]]] = {}
+    for _id, point_rank, key, step, value, special, wall_time in points:
+        if rank is None or point_rank == rank:
+            series = ranks.setdefault(point_rank, {})
+            series.setdefault(key, []).append([step, json_value(decode_value(value, special)), wall_time])
+    if not ranks:
+        return None
+    if rank is None:
+        return {"ranks": {str(r): series for r, series in sorted(ranks.items())}}
+    return {"rank": rank, "series": ranks[rank]}

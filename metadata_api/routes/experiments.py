@@ -12,7 +12,17 @@ from ..models import Experiment
 from ..repositories import points as point_repo
 from ..repositories import projects as project_repo
 from ..repositories import runs as run_repo
-from ..schemas import INT64_MAX, ExperimentDetail, ExperimentMetrics, ExperimentOut, MetricKey, Page, PointOut, RunId
+from ..schemas import (
+    INT64_MAX,
+    ExperimentDetail,
+    ExperimentMetrics,
+    ExperimentOut,
+    MetricKey,
+    Page,
+    PointOut,
+    RankQuery,
+    RunId,
+)
 from .views import run_out
 
 router = APIRouter(prefix="/api", tags=["experiments"])
@@ -47,10 +57,10 @@ def get_experiment(experiment: ReadableExperiment, session: SessionDep, crashes:
 @router.get("/metrics/{experiment_id}", response_model=ExperimentMetrics)
 def experiment_metrics(experiment: ReadableExperiment, session: SessionDep, limit: PointLimit = 10_000,
                        offset: Offset = 0, key: MetricKey | None = None,
-                       run_id: RunId | None = None) -> ExperimentMetrics:
-    """The experiment's metric points ordered by run, key and step; filter by `key` and `run_id`."""
-    rows, total = point_repo.experiment_points(session, experiment.id, limit, offset, key, run_id)
-    items = [PointOut(run_id=r, key=k, step=s, value=v, wall_time=w) for r, k, s, v, w in rows]
+                       run_id: RunId | None = None, rank: RankQuery | None = None) -> ExperimentMetrics:
+    """The experiment's metric points ordered by run, rank, key and step; filter by `key`, `run_id` and `rank`."""
+    rows, total = point_repo.experiment_points(session, experiment.id, limit, offset, key, run_id, rank)
+    items = [PointOut(run_id=r, rank=rk, key=k, step=s, value=v, wall_time=w) for r, rk, k, s, v, w in rows]
     return ExperimentMetrics(experiment_id=experiment.id, keys=point_repo.experiment_keys(session, experiment.id),
                              items=items, total=total, limit=limit, offset=offset)
 

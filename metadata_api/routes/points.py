@@ -3,9 +3,10 @@
 Idempotency, two layers:
 - `batch_id`: a batch is stored once per run; a replay (a retry after a timeout) answers
   `{accepted: <first count>, duplicate: true}` and writes nothing.
-- natural key (run, key, step): one value per step. A second value for a step already stored, in another
-  batch, replaces it (last write wins): a trainer resumed from a checkpoint re-logs those steps, and the
-  re-run is the run's history now. Within one batch the last point for a (key, step) wins.
+- natural key (run, rank, key, step): one value per step of each rank's series (a batch is one rank's). A
+  second value for a step already stored, in another batch, replaces it (last write wins): a trainer resumed
+  from a checkpoint re-logs those steps, and the re-run is the run's history now. Within one batch the last
+  point for a (key, step) wins.
 The batch row and its points commit in one transaction: a batch is stored whole or not at all.
 """
 
@@ -77,7 +78,7 @@ def ingest_metrics(body: Annotated[MetricBatch, Depends(metric_batch)], run: Wri
         first = ingest_batches.stored_count(session, run.key, KIND, body.batch_id)
         session.rollback()
         return IngestResult(accepted=first or 0, duplicate=True)
-    accepted = point_repo.upsert_points(session, run.key, rows)
+    accepted = point_repo.upsert_points(session, run.key, body.rank, rows)
     now = utcnow()
     if run.status == RunStatus.RUNNING.value and now - run.last_heartbeat > HEARTBEAT_RESOLUTION:
         run_repo.touch_heartbeat(session, run.key, now)  # a batch is a sign of life (not re-written every batch)

@@ -18,7 +18,7 @@ from .. import auth, errors
 from ..deps import ReadableRun, SessionDep
 from ..models import Project
 from ..repositories import run_views
-from ..schemas import INT64_MAX, Level, Text
+from ..schemas import INT64_MAX, Level, RankQuery, Text
 from ..web import session as web_session
 from ..web.rendering import iso
 
@@ -27,7 +27,9 @@ router = APIRouter(prefix="/api", tags=["dashboard"])
 
 class RunKeys(BaseModel):
     run_id: str
+    rank: int
     keys: list[str]
+    ranks: list[int]
 
 
 class RunLogLine(BaseModel):
@@ -52,9 +54,10 @@ class SessionOut(BaseModel):
 
 
 @router.get("/runs/{run_id}/keys", response_model=RunKeys)
-def run_keys(run: ReadableRun, session: SessionDep) -> RunKeys:
-    """The run's metric keys, in order."""
-    return RunKeys(run_id=run.id, keys=run_views.metric_keys(session, run.key))
+def run_keys(run: ReadableRun, session: SessionDep, rank: RankQuery = 0) -> RunKeys:
+    """The metric keys of one rank of the run (rank 0 by default), in order, and the ranks that logged any."""
+    return RunKeys(run_id=run.id, rank=rank, keys=run_views.metric_keys(session, run.key, rank),
+                   ranks=run_views.metric_ranks(session, run.key))
 
 
 @router.get("/runs/{run_id}/logs", response_model=RunLogs)

@@ -19,7 +19,7 @@ from .. import errors
 from ..deps import ReadableRun, SessionDep
 from ..reduction import MIN_MAX_POINTS, SeriesPoint
 from ..repositories import series as series_repo
-from ..schemas import MAX_STEP, MetricKey, SeriesOut, SeriesPointOut, invalid
+from ..schemas import MAX_STEP, MetricKey, RankQuery, SeriesOut, SeriesPointOut, invalid
 
 router = APIRouter(prefix="/api", tags=["metrics"])
 MAX_PAGE = 100_000
@@ -36,24 +36,26 @@ def get_series(run: ReadableRun, session: SessionDep, key: Annotated[MetricKey, 
                after_step: Annotated[int | None, Query(ge=-1, le=MAX_STEP)] = None,
                limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 10_000,
                min_step: Annotated[int | None, Query(ge=0, le=MAX_STEP)] = None,
-               max_step: Annotated[int | None, Query(ge=0, le=MAX_STEP)] = None) -> SeriesOut:
-    """A series reduced to `max_points`, or a page of it after `after_step` (at most `limit` points); only the
-    steps in [`min_step`, `max_step`] when given."""
+               max_step: Annotated[int | None, Query(ge=0, le=MAX_STEP)] = None, rank: RankQuery = 0) -> SeriesOut:
+    """A series of one rank (rank 0 by default) reduced to `max_points`, or a page of it after `after_step` (at
+    most `limit` points); only the steps in [`min_step`, `max_step`] when given."""
+    series = (run.key, rank, key)
     if max_points is not None and after_step is not None:
         raise invalid(("query", "max_points"), "give max_points (a reduced view) or after_step (a page), not both",
                       max_points)
     if min_step is not None and max_step is not None and min_step > max_step:
         raise invalid(("query", "max_step"), "must be >= min_step", max_step)
     if max_points is not None:
-        points, reduced = series_repo.reduced_series(session, run.key, key, max_points, min_step, max_step)
+        points, reduced = series_repo.reduced_series(session, series, max_points, min_step, max_step)
         next_after = None
     else:
         start = after_step if min_step is None else max(min_step - 1, -1 if after_step is None else after_step)
-        points = series_repo.series_page(session, run.key, key, start, limit, max_step)
+        points = series_repo.series_page(session, series, start, limit, max_step)
         reduced = False
         next_after = points[-1].step if len(points) == limit else None
     ranged = min_step is not None or max_step is not None  # an empty range of a series that exists: no points
     if not points and after_step is None and (
-            not ranged or not series_repo.series_page(session, run.key, key, None, 1)):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"key: run {run.id!r} has no metric {key!r}")
-    return SeriesOut(run_id=run.id, key=key, reduced=reduced, points=points_out(points), next_after_step=next_after)
+            not ranged or not series_repo.series_page(session, series, None, 1)):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"key: run {run.id!r} has no metric {key!r} at rank {rank}")
+    return SeriesOut(run_id=run.id, rank=rank, key=key, reduced=reduced, points=points_out(points),
+                     next_after_step=next_after)

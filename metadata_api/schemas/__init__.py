@@ -31,6 +31,7 @@ from .base import (
 )
 from .experiments import ExperimentDetail, ExperimentOut
 from .points import (
+    MAX_RANK,
     MAX_STEP,
     AlignedPoint,
     ComparedSeries,
@@ -40,6 +41,7 @@ from .points import (
     NonFinite,
     PointIn,
     PointOut,
+    RankQuery,
     SeriesOut,
     SeriesPointOut,
 )
@@ -60,11 +62,11 @@ from .records import (
 from .runs import EndpointOut, Heartbeat, ParamsIn, RunCreate, RunOut, StatusChange, TagsIn
 
 __all__ = [
-    "INT32_MAX", "INT64_MAX", "MAX_STEP", "ErrorOut", "StrictCount", "Text", "check_text", "invalid",
+    "INT32_MAX", "INT64_MAX", "MAX_RANK", "MAX_STEP", "ErrorOut", "StrictCount", "Text", "check_text", "invalid",
     "METRIC_KEY_MESSAGE", "AlignedPoint", "ArtifactKind", "ArtifactOut", "BatchId", "CheckpointIn", "CheckpointOut",
     "ComparedSeries", "Comparison", "EndpointOut", "ExperimentDetail", "ExperimentLogs", "ExperimentMetrics",
     "ExperimentModels", "ExperimentOut", "Heartbeat", "IngestResult", "JsonObject", "Level", "LogBatch", "LogLineIn",
     "LogLineOut", "MetricBatch", "MetricKey", "MetricValue", "Name", "NonFinite", "NoteIn", "NoteOut", "Page",
-    "ParamsIn", "PointIn", "PointOut", "RunCreate", "RunId", "RunOut", "SeriesOut", "SeriesPointOut", "StatusChange",
-    "TagKey", "TagValue", "TagsIn", "metric_key_error", "openapi_body", "parse_json_body",
+    "ParamsIn", "PointIn", "PointOut", "RankQuery", "RunCreate", "RunId", "RunOut", "SeriesOut", "SeriesPointOut",
+    "StatusChange", "TagKey", "TagValue", "TagsIn", "metric_key_error", "openapi_body", "parse_json_body",
 ]

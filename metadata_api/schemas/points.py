@@ -4,15 +4,22 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field, Strict
 from trainmon.common.naming import MAX_KEY_LENGTH
 from trainmon.common.wire import NONFINITE_JSON
 from typing_extensions import NotRequired, TypedDict
 
-from .base import KEY_SCHEMA, BatchId, MetricValue, Page
+from .base import INT32_MAX, KEY_SCHEMA, BatchId, MetricValue, Page
 
 #: the largest step a point may have (leaves room for step arithmetic in SQL within BIGINT)
 MAX_STEP = 2**62
+#: the largest rank a point may have (ranks of one run are 0 .. world size - 1)
+MAX_RANK = INT32_MAX
+PointRank = Annotated[int, Strict(), Field(ge=0, le=MAX_RANK, description="the distributed rank that logged the "
+                                            "points (0 by default; each rank's history is its own series)")]
+#: `?rank=`: one rank's series (the default view is rank 0)
+RankQuery = Annotated[int, Query(ge=0, le=MAX_RANK, description="the rank whose series to read")]
 #: the strings that stand for non-finite values on the wire ("NaN", "Infinity", "-Infinity")
 NonFinite = Literal[tuple(NONFINITE_JSON)]  # type: ignore[valid-type]
 
@@ -36,11 +43,13 @@ class MetricBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     batch_id: BatchId
+    rank: PointRank = 0
     points: list[PointIn] = Field(min_length=1)
 
 
 class PointOut(BaseModel):
     run_id: str
+    rank: int
     key: str
     step: int
     value: MetricValue
@@ -60,6 +69,7 @@ class SeriesPointOut(BaseModel):
 
 class SeriesOut(BaseModel):
     run_id: str
+    rank: int
     key: str
     reduced: bool
     points: list[SeriesPointOut]
@@ -75,6 +85,7 @@ class AlignedPoint(BaseModel):
 
 class ComparedSeries(BaseModel):
     run_id: str
+    rank: int
     experiment_id: int
     experiment: str
     key: str

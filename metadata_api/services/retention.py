@@ -47,7 +47,8 @@ def prune_metric_points(write_sessions: Callable[[], Session], retention_days: f
     cutoff = cutoff_time(retention_days, now)
 
     def delete_batch(session: Session) -> int:
-        rows = session.execute(select(MetricPoint.id, MetricPoint.run_key, MetricPoint.key, MetricPoint.step)
+        rows = session.execute(select(MetricPoint.id, MetricPoint.run_key, MetricPoint.rank, MetricPoint.key,
+                                      MetricPoint.step)
                                .where(MetricPoint.wall_time < cutoff).limit(batch_size)).all()
         if rows:
             session.execute(delete(MetricPoint).where(MetricPoint.id.in_([row.id for row in rows])))
@@ -59,9 +60,9 @@ def prune_metric_points(write_sessions: Callable[[], Session], retention_days: f
 
 def _refresh_blocks(session: Session, rows: Sequence[Any]) -> None:
     """Recompute the block summaries of the series the deleted points belonged to (same transaction)."""
-    by_run: dict[int, list[tuple[str, int]]] = {}
+    by_run: dict[int, list[tuple[int, str, int]]] = {}
     for row in rows:
-        by_run.setdefault(row.run_key, []).append((row.key, row.step))
+        by_run.setdefault(row.run_key, []).append((row.rank, row.key, row.step))
     series_blocks.refresh_blocks(session.connection(), [block for run_key, points in sorted(by_run.items())
                                                         for block in series_blocks.affected_blocks(run_key, points)])
 

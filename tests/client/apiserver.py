@@ -56,6 +56,12 @@ class ApiServer:
             return list(db.execute("SELECT p.key, p.step, p.value FROM metric_points p "
                                    "JOIN runs r ON r.key = p.run_key WHERE r.id = ?", (run_id,)))
 
+    def ranked_points(self, run_id: str) -> list[tuple[int, str, int, float]]:
+        """Every stored point of a run as (rank, key, step, value), read from the database file itself."""
+        with sqlite3.connect(self.db_path) as db:
+            return list(db.execute("SELECT p.rank, p.key, p.step, p.value FROM metric_points p "
+                                   "JOIN runs r ON r.key = p.run_key WHERE r.id = ?", (run_id,)))
+
     def status(self, run_id: str) -> str:
         return self.get(f"/api/runs/{run_id}")["status"]
 

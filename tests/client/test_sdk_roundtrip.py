@@ -204,9 +204,10 @@ def test_ranks_share_one_run_and_rank0_owns_params_and_status(tmp_path: Path, ap
     monitors[0].finish()  # ... rank 0's does
     run = api_server.get(f"/api/runs/{run_id}")
     assert run["status"] == "COMPLETED" and run["params"] == {"rank_that_wrote": 0}
-    expected = [("loss", step, float(step)) for step in range(10)]
-    expected += [("loss_rank1", step, 100.0 + step) for step in range(10)]  # rank 1's points under their own key
-    assert sorted(api_server.points(run_id)) == sorted(expected)
+    expected = [(0, "loss", step, float(step)) for step in range(10)]
+    expected += [(1, "loss", step, 100.0 + step) for step in range(10)]  # rank 1's points: its own series of "loss"
+    assert sorted(api_server.ranked_points(run_id)) == sorted(expected)
+    assert api_server.get(f"/api/runs/{run_id}/metrics/loss", rank=1)["points"][3]["value"] == 103.0
     logs = api_server.get(f"/api/logs/{run['experiment_id']}", run_id=run_id)["items"]
     assert sorted(line["message"] for line in logs) == ["[rank 0] ready", "[rank 1] ready"]
 

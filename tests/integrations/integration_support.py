@@ -55,11 +55,14 @@ class Api:
         found = [e for e in self.get("/api/experiments", limit=1000)["items"] if e["name"] == experiment]
         return self.get(f"/api/experiments/{found[0]['id']}")["runs"] if found else []
 
-    def keys(self, run_id: str) -> list[str]:
-        return self.get(f"/api/runs/{run_id}/keys")["keys"]
+    def keys(self, run_id: str, rank: int = 0) -> list[str]:
+        return self.get(f"/api/runs/{run_id}/keys", rank=rank)["keys"]
 
-    def series(self, run_id: str, key: str) -> dict[int, float]:
-        points = self.get(f"/api/runs/{run_id}/metrics/{key}", limit=10000)["points"]
+    def ranks(self, run_id: str) -> list[int]:
+        return self.get(f"/api/runs/{run_id}/keys")["ranks"]
+
+    def series(self, run_id: str, key: str, rank: int = 0) -> dict[int, float]:
+        points = self.get(f"/api/runs/{run_id}/metrics/{key}", limit=10000, rank=rank)["points"]
         return {point["step"]: point["value"] for point in points}
 
     def checkpoints(self, run_id: str) -> list[dict[str, Any]]:

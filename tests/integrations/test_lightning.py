@@ -154,8 +154,9 @@ def test_two_ddp_ranks_share_one_run_and_register_each_checkpoint_once(api: Api,
     assert run["status"] == "COMPLETED" and run["world_size"] == 2
     assert run["params"] == {"lr": 0.05}
     keys = api.keys(run["run_id"])
-    assert {"train_loss", "train_loss_rank1", "epoch"} <= set(keys)
-    assert sorted(api.series(run["run_id"], "train_loss")) == sorted(api.series(run["run_id"], "train_loss_rank1"))
+    assert {"train_loss", "epoch"} <= set(keys) and set(keys) == set(api.keys(run["run_id"], rank=1))
+    assert api.ranks(run["run_id"]) == [0, 1]
+    assert sorted(api.series(run["run_id"], "train_loss")) == sorted(api.series(run["run_id"], "train_loss", rank=1))
     files = sorted(path.name for path in (tmp_path / "lightning-ddp" / run["run_id"] / "checkpoints").iterdir())
     assert files == ["epoch=0-step=4.ckpt", "epoch=1-step=8.ckpt"]  # 64 samples per rank, batches of 16
     assert sorted(c["name"] for c in api.checkpoints(run["run_id"])) == files

@@ -201,8 +201,8 @@ def test_a_request_that_fails_midway_leaves_nothing_behind(api: TestClient, monk
     experiment_id = start(api)
     real_upsert = point_repo.upsert_points
 
-    def fail_after_half(session: Session, run_id: str, points: list) -> int:
-        real_upsert(session, run_id, points[: len(points) // 2])
+    def fail_after_half(session: Session, run_key: int, rank: int, points: list) -> int:
+        real_upsert(session, run_key, rank, points[: len(points) // 2])
         raise RuntimeError("disk on fire")
 
     body = batch("b", *(("loss", step, float(step)) for step in range(10)))
