@@ -72,7 +72,9 @@ def _train(monitors: list, api_url: str, run_id: str, experiment: str) -> None:
                      {"name": "mid", "step": step, "epoch": step // 40, "uri": "file:///ckpt/mid.pt",
                       "size_bytes": 1024, "sha256": "0" * 64, "metrics": {"loss": loss}})
         time.sleep(0.02)
-    api_post(api_url, f"/api/runs/{run_id}/metrics", {"batch_id": f"{experiment}-1", "points": points})
+    for rank in range(WORLD_SIZE):  # each rank's history is its own series (the SQL panels pick ranks)
+        api_post(api_url, f"/api/runs/{run_id}/metrics", {"batch_id": f"{experiment}-{rank}", "rank": rank,
+                                                         "points": points})
 
 
 @contextlib.contextmanager
@@ -116,5 +118,5 @@ def simulated_run(postgres_url: str, workdir: Path, experiment: str = EXPERIMENT
                             timeout=30)
         prometheus.wait_for(f'run:trainmon_step_duration_seconds:spread_ratio5m{{run_id="{run_id}"}}', timeout=30)
         variables = {"cluster": None, "experiment": [experiment], "run_id": [run_id], "key": ["loss"],
-                     "gpu": ["0", "1"]}
+                     "gpu": ["0", "1"], "rank": ["0", "1"]}
         yield SimulatedRun(prometheus, database_url, run_id, variables, start, api_url, pushgateway_url)

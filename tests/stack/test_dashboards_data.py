@@ -47,3 +47,14 @@ def test_substitution_is_not_vacuous(run: SimulatedRun) -> None:
     query = substitute('trainmon_metric_value{run_id=~"$run_id", key="$key"}', {"run_id": ["nope"], "key": ["loss"]},
                        set(), sql=False)
     assert not has_value(run.prometheus.query_range(query, run.start, time.time(), step=1))
+
+
+def test_the_by_step_panel_draws_one_series_per_run_and_rank(run: SimulatedRun) -> None:
+    """Each rank's history is its own series in the metadata DB: the compare board's by-step panel partitions its
+    rows by run and rank, and `$rank` narrows them."""
+    board = dashboards()["compare-runs.json"]
+    [target] = panel_titled(board, "$key by step")["targets"]
+    _, rows = run_target(target, board, run.prometheus, run.variables, run.start, run.database_url)
+    assert {series for _step, _value, series in rows} == {f"{run.run_id} rank {rank}" for rank in range(WORLD_SIZE)}
+    _, rows = run_target(target, board, run.prometheus, {**run.variables, "rank": ["1"]}, run.start, run.database_url)
+    assert {series for _step, _value, series in rows} == {f"{run.run_id} rank 1"}
