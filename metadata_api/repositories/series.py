@@ -55,13 +55,6 @@ def series_page(session: Session, series: Series, after_step: int | None, limit:
     return _decode(session.execute(query.order_by(MetricPoint.step).limit(limit)))
 
 
-def series_keys(session: Session, run_key: int, rank: int = 0) -> list[str]:
-    """The metric keys a rank of a run has points for."""
-    query = (select(MetricPoint.key).where(MetricPoint.run_key == run_key, MetricPoint.rank == rank).distinct()
-             .order_by(MetricPoint.key))
-    return list(session.scalars(query))
-
-
 def reduced_series(session: Session, series: Series, max_points: int, min_step: int | None = None,
                    max_step: int | None = None) -> tuple[list[SeriesPoint], bool]:
     """The series (its steps in [`min_step`, `max_step`] when given) reduced to at most `max_points` points by M4
