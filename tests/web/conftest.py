@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from support.procs import require_binary
-from web_support import Dashboard, seed_dashboard
+from web_support import RANKED_RUN, Dashboard, seed_dashboard, seed_ranked_run
 
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -43,6 +43,13 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
     require_binary("chromium", "/usr/bin/chromium")  # before minutes of seeding
     with seed_dashboard(tmp_path_factory.mktemp("dashboard")) as board:
         yield board
+
+
+@pytest.fixture(scope="session")
+def ranked_run(dashboard: Dashboard) -> str:
+    """The id of a finished 3-rank run of the seeded dashboard (`web_support.seed_ranked_run`), seeded once."""
+    seed_ranked_run(dashboard.url)
+    return RANKED_RUN
 
 
 @pytest.fixture

@@ -7,12 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from web_support import PROJECT, Dashboard, axe_violations, chart_data
+from web_support import PROJECT, RANKED_RUN, Dashboard, axe_violations, chart_data
 
 PAGES = {  # screenshot name -> (path, what must be on it)
     "dashboard-runs": ("/?metrics=val_loss&params=lr,optimizer.name", "#runs-table tbody tr[data-run-id]"),
     "dashboard-run": (f"/runs/r-sgd?project={PROJECT}", "figure.chart"),
     "dashboard-run-files": (f"/runs/r-adam?project={PROJECT}#artifacts", "figure.image-steps img"),
+    "dashboard-run-ranks": (f"/runs/{RANKED_RUN}?project={PROJECT}&rank=all", "#c-rank"),
     "dashboard-compare": (f"/compare?runs=r-sgd,r-adam,r-tiny&project={PROJECT}", "#parallel-plot svg"),
     "dashboard-login": ("/login", "h1"),
 }
@@ -20,13 +21,15 @@ PAGES = {  # screenshot name -> (path, what must be on it)
 
 @pytest.mark.parametrize("name", list(PAGES))
 def test_page_loads_cleanly_and_is_accessible(dashboard: Dashboard, page, console_errors: list[str],  # noqa: ANN001
-                                              screenshot_dir: Path, name: str) -> None:
+                                              screenshot_dir: Path, name: str, request: pytest.FixtureRequest) -> None:
     path, present = PAGES[name]
+    if RANKED_RUN in path:
+        request.getfixturevalue("ranked_run")  # seeded once, by the first test that needs it
     answer = page.goto(dashboard.url + path)
     assert answer is not None and answer.status == 200
     assert "content-security-policy" in answer.headers  # the strict policy the pages are written for
     page.wait_for_selector(present)
-    if name in ("dashboard-run", "dashboard-compare"):
+    if name in ("dashboard-run", "dashboard-compare", "dashboard-run-ranks"):
         chart_data(page, "train_loss")
     if name == "dashboard-run-files":
         page.wait_for_selector(".graph-tree details, .graph-tree .hint")
@@ -38,6 +41,9 @@ def test_page_loads_cleanly_and_is_accessible(dashboard: Dashboard, page, consol
     if name == "dashboard-run-files":
         page.locator("#artifacts").screenshot(path=str(screenshot_dir / f"{name}.png"))
     else:
+        if name == "dashboard-run-ranks":  # the charts, just below the sticky section links
+            page.evaluate("() => scrollTo(0, document.getElementById('charts').offsetTop - "
+                          "document.querySelector('.tabs').offsetHeight)")
         page.screenshot(path=str(screenshot_dir / f"{name}.png"), full_page=False)
 
 

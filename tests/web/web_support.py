@@ -7,7 +7,9 @@ The seed (project `vision`):
   `r-tiny` (lr 0.0001, team=nlp, FAILED); 300 steps of train_loss, train_acc, gpu_util, val_loss every 10
   steps, log lines at three levels;
 - experiment `scale`: `long-1m`, 1,000,000 steps of train_loss (one ingest batch of 50,000 points at a time)
-  with a one-step spike of 50.0 at the off-grid step SPIKE_STEP.
+  with a one-step spike of 50.0 at the off-grid step SPIKE_STEP;
+- on demand (`seed_ranked_run`, the `ranked_run` fixture): experiment `ddp`, `ddp-3` (COMPLETED), whose 3 ranks log
+  train_loss with values of their own (`rank_value`), rank 0 alone val_loss and the last rank alone comm_wait.
 """
 
 from __future__ import annotations
@@ -124,6 +126,42 @@ def seed_long_run(url: str, run_id: str = LONG_RUN, keys: tuple[str, ...] = ("tr
             assert answer.status_code == 200, answer.text
     session.post(f"{url}/api/runs/{run_id}/status", params={"project": PROJECT}, json={"status": "COMPLETED"},
                  timeout=30).raise_for_status()
+
+
+RANKED_RUN = "ddp-3"
+RANKED_STEPS = 40
+
+
+def rank_value(rank: int, step: int) -> float:
+    return 10.0 * rank + 1.0 / (step + 1)
+
+
+def post_points(url: str, run_id: str, rank: int, batch_id: str, points: list[dict]) -> None:
+    """Points of one rank through the ingest API."""
+    requests.post(f"{url}/api/runs/{run_id}/metrics", params={"project": PROJECT}, timeout=30,
+                  json={"batch_id": batch_id, "rank": rank, "points": points}).raise_for_status()
+
+
+def seed_ranked_run(url: str, run_id: str = RANKED_RUN, ranks: int = 3, steps: int = RANKED_STEPS,
+                    final: str | None = "COMPLETED") -> None:
+    """A run of experiment `ddp` with `ranks` ranks (see the module docstring), then `final` (None: still
+    RUNNING); seeding twice changes nothing (the same batch ids)."""
+    answer = requests.post(f"{url}/api/runs", json={"experiment": "ddp", "project": PROJECT, "run_id": run_id,
+                                                    "world_size": ranks}, timeout=30)
+    assert answer.status_code in (200, 201), answer.text
+    for rank in range(ranks):
+        points = [{"key": "train_loss", "step": step, "value": rank_value(rank, step), "wall_time": 1.7e9 + step}
+                  for step in range(steps)]
+        if rank == 0:
+            points += [{"key": "val_loss", "step": step, "value": 0.5, "wall_time": 1.7e9 + step}
+                       for step in range(0, steps, 10)]
+        if rank == ranks - 1:
+            points += [{"key": "comm_wait", "step": step, "value": 0.01 * step, "wall_time": 1.7e9 + step}
+                       for step in range(steps)]
+        post_points(url, run_id, rank, f"seed-{rank}", points)
+    if final is not None:
+        requests.post(f"{url}/api/runs/{run_id}/status", params={"project": PROJECT}, json={"status": final},
+                      timeout=30).raise_for_status()
 
 
 @contextlib.contextmanager

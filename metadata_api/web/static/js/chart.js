@@ -49,6 +49,36 @@ export function toSeries(label, color, points, reduced) {
   };
 }
 
+const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f",
+  "#bcbd22"];
+
+function hex(r, g, b) {
+  return "#" + [r, g, b].map((c) => Math.round(Math.min(255, Math.max(0, c))).toString(16).padStart(2, "0")).join("");
+}
+
+/** The colour of line `index` of an overlay (one line per rank): the palette, then hues a golden angle apart. */
+export function lineColor(index) {
+  if (index < PALETTE.length) return PALETTE[index];
+  const hue = (index * 137.508) % 360, s = 0.65, l = 0.42;
+  const f = (n) => { const k = (n + hue / 30) % 12; return l - s * Math.min(l, 1 - l) * Math.max(-1, Math.min(k - 3, 9 - k, 1)); };
+  return hex(255 * f(0), 255 * f(8), 255 * f(4));
+}
+
+/** Line `index` of `count` lines of one run (its ranks): the run's colour, darker to lighter. */
+export function shade(color, index, count) {
+  if (count < 2) return color;
+  const t = (index / (count - 1)) * 0.7 - 0.35; // -0.35 (towards black) .. +0.35 (towards white)
+  const n = parseInt(color.slice(1), 16);
+  const mix = (c) => (t < 0 ? c * (1 + t) : c + (255 - c) * t);
+  return hex(mix((n >> 16) & 255), mix((n >> 8) & 255), mix(n & 255));
+}
+
+/** Points a series of a chart of `count` lines asks for: the chart's whole budget up to 8 lines, then less (at
+ * least one point a pixel: M4 still keeps each bucket's min and max), so 64 lines cost 8 charts, not 64. */
+export function seriesBudget(maxPoints, count) {
+  return count <= 8 ? maxPoints : Math.max(Math.floor(maxPoints / 4), Math.floor((maxPoints * 8) / count));
+}
+
 function withAlpha(color, alpha) {
   const n = parseInt(color.slice(1), 16);
   return `rgba(${(n >> 16) & 255},${(n >> 8) & 255},${n & 255},${alpha})`;
@@ -122,10 +152,10 @@ export class MetricChart {
     if (xChanged && this.zoom) { this.zoom = null; this.draw(this.full); } else this.draw(this.shown);
   }
 
-  /** New points of the first series (live updates); a zoomed view stays as it is until the zoom is reset. */
-  append(points) {
-    if (!this.full || this.full.length !== 1) return;
-    const series = this.full[0];
+  /** New points of series `index` (live updates); a zoomed view stays as it is until the zoom is reset. */
+  append(points, index = 0) {
+    const series = this.full && this.full[index];
+    if (!series) return;
     for (const point of points) {
       const at = lowerBound(series.steps, point.step);
       const value = decodeValue(point.value);
@@ -257,8 +287,10 @@ export class MetricChart {
     }
   }
 
-  /** The steps of `series` whose x lies in [min, max], widened by one point each side (lines reach the edges). */
+  /** The steps of `series` whose x lies in [min, max], widened by one point each side (lines reach the edges);
+   * null when it has none. */
   stepRange(series, min, max) {
+    if (!series.steps.length) return null; // a line with no points (a rank without this key) has nothing to fetch
     if (this.options.x === "step") return [Math.max(0, Math.floor(min)), Math.ceil(max)];
     const xs = this.xsOf(series);
     if (!xs.length) return null;

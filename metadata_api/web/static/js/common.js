@@ -80,6 +80,22 @@ export function writeState(changes, defaults = {}) {
   history.replaceState(null, "", location.pathname + (query ? "?" + query : "") + location.hash);
 }
 
+/** A GET form that keeps the rest of the page's state (the chart controls in the query string) when submitted:
+ * its fields replace theirs, a field at its default value is left out. Without scripts it submits as usual. */
+export function keepStateOnSubmit(form, defaults = {}) {
+  if (!form) return;
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const params = new URLSearchParams(location.search);
+    for (const [name, value] of new FormData(form)) {
+      if (value === "" || String(value) === String(defaults[name])) params.delete(name);
+      else params.set(name, value);
+    }
+    const query = params.toString();
+    location.assign(new URL(form.action).pathname + (query ? "?" + query : ""));
+  });
+}
+
 /** Every second: durations of running runs (`.live-duration`) and heartbeat ages (`.live-age`). */
 export function startClocks() {
   const tick = () => {

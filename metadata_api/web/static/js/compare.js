@@ -1,8 +1,9 @@
 // The compare page: every shared key with the runs overlaid (aligned by step or by time since each run's first
 // point), zoom per run at full resolution, and a parallel-coordinates drawing of the differing numeric params
-// against the chosen final metric.
-import { api, pageData, readState, writeState } from "./common.js";
-import { MetricChart, observeCharts, toSeries } from "./chart.js";
+// against the chosen final metric. With `ranks=` (a list, or all) each chosen rank of each run is a line of its
+// own, labelled `<run> rank <N>`, in shades of the run's colour.
+import { api, keepStateOnSubmit, pageData, readState, writeState } from "./common.js";
+import { MetricChart, observeCharts, seriesBudget, shade, toSeries } from "./chart.js";
 
 const data = pageData();
 const runs = data.runs;
@@ -11,25 +12,36 @@ const DEFAULTS = { x: "step", smooth: "0", log: "0", keys: "" };
 const state = readState(DEFAULTS);
 if (state.x === "wall") state.x = "relative"; // runs started at different moments overlay by elapsed time
 
+// One line a run and rank (rank 0 of each run by default, labelled by run only).
+const lines = runs.flatMap((run) => run.ranks.map((rank, index) => ({
+  run, rank,
+  label: data.by_rank ? `${run.run_id} rank ${rank}` : run.run_id,
+  color: shade(run.color, index, run.ranks.length),
+})));
+const rankList = [...new Set(lines.map((line) => line.rank))];
+const ranksPart = data.by_rank ? `&ranks=${rankList.join(",")}` : "";
+
 function source(key) {
   return {
     async full(maxPoints) {
       const query = `runs=${runs.map((r) => encodeURIComponent(r.run_id)).join(",")}&keys=${encodeURIComponent(key)}` +
-        `&align=step&max_points=${maxPoints}${projectPart}`;
+        `&align=step&max_points=${seriesBudget(maxPoints, lines.length)}${ranksPart}${projectPart}`;
       const body = await api(`/api/compare?${query}`);
-      return runs.map((run) => {
-        const found = body.series.find((s) => s.run_id === run.run_id && s.key === key);
-        return toSeries(run.run_id, run.color, found ? found.points : [], found && found.reduced);
+      return lines.map((line) => {
+        const found = body.series.find((s) => s.run_id === line.run.run_id && s.key === key && (s.rank ?? 0) === line.rank);
+        return toSeries(line.label, line.color, found ? found.points : [], found && found.reduced);
       });
     },
     async range(maxPoints, ranges) {
-      return Promise.all(runs.map(async (run, index) => {
+      const budget = seriesBudget(maxPoints, lines.length);
+      return Promise.all(lines.map(async (line, index) => {
         const range = ranges[index];
-        if (!range) return toSeries(run.run_id, run.color, [], false);
-        const path = `/api/runs/${encodeURIComponent(run.run_id)}/metrics/${encodeURIComponent(key)}` +
-          `?project=${encodeURIComponent(run.project)}&max_points=${maxPoints}&min_step=${range[0]}&max_step=${range[1]}`;
+        if (!range) return toSeries(line.label, line.color, [], false);
+        const path = `/api/runs/${encodeURIComponent(line.run.run_id)}/metrics/${encodeURIComponent(key)}` +
+          `?project=${encodeURIComponent(line.run.project)}${line.rank ? `&rank=${line.rank}` : ""}` +
+          `&max_points=${budget}&min_step=${range[0]}&max_step=${range[1]}`;
         const body = await api(path);
-        return toSeries(run.run_id, run.color, body.points, body.reduced);
+        return toSeries(line.label, line.color, body.points, body.reduced);
       }));
     },
   };
@@ -63,6 +75,8 @@ controls.addEventListener("input", () => {
 });
 controls.addEventListener("submit", (event) => event.preventDefault());
 filterKeys();
+keepStateOnSubmit(document.getElementById("ranks-form"), { ranks: "0" });
+keepStateOnSubmit(document.getElementById("metric-form"), { ranks: "0" });
 
 // --- parallel coordinates: one vertical axis per differing numeric param, the final metric last ---
 const SVG = "http://www.w3.org/2000/svg";

@@ -1,7 +1,8 @@
 // The run page: one chart per metric key (mounted while in view), chart controls kept in the query string,
-// live updates pushed by the server (one EventSource), notes and tags, logs, and the artifact views.
-import { api, element, hook, pageData, readState, writeState } from "./common.js";
-import { MetricChart, observeCharts, toSeries } from "./chart.js";
+// live updates pushed by the server (one EventSource), notes and tags, logs, and the artifact views. The rank
+// view is the server's (`?rank=N`, default 0; `?rank=all` overlays the ranks in `data.ranks`, one line each).
+import { api, element, hook, keepStateOnSubmit, pageData, readState, writeState } from "./common.js";
+import { MetricChart, lineColor, observeCharts, seriesBudget, toSeries } from "./chart.js";
 import { LogPanel } from "./logs.js";
 
 const data = pageData();
@@ -10,16 +11,50 @@ const projectQuery = `project=${encodeURIComponent(data.project)}`;
 const DEFAULTS = { x: "step", smooth: "0", log: "0", keys: "" };
 const state = readState(DEFAULTS);
 const FINAL = new Set(["COMPLETED", "FAILED", "DELETED"]);
+const overlay = data.rank === "all";
+const view = overlay ? null : data.rank || 0; // the one rank drawn, or null for the overlay
+const overlaid = overlay ? [...data.ranks] : []; // the overlay's ranks, in the order of its lines
+const rankQuery = view ? `&rank=${view}` : ""; // rank 0 asks exactly as before ranks existed
 
 function seriesSource(key) {
-  const path = `${runPath}/metrics/${encodeURIComponent(key)}?${projectQuery}`;
+  if (overlay) return overlaySource(key);
+  const path = `${runPath}/metrics/${encodeURIComponent(key)}?${projectQuery}${rankQuery}`;
+  const label = data.rank_picker ? `rank ${view}` : key;
   const load = async (query) => {
     const body = await api(`${path}&${query}`);
-    return [toSeries(key, "#0b5cad", body.points, body.reduced)];
+    return [toSeries(label, "#0b5cad", body.points, body.reduced)];
   };
   return {
     full: (maxPoints) => load(`max_points=${maxPoints}`),
     range: (maxPoints, [range]) => load(`max_points=${maxPoints}&min_step=${range[0]}&max_step=${range[1]}`),
+  };
+}
+
+/** Every overlaid rank's series of `key`: one /api/compare call for the whole view, one series call a rank for a
+ * zoomed range (the compare route reads no step range). */
+function overlaySource(key) {
+  const path = `${runPath}/metrics/${encodeURIComponent(key)}?${projectQuery}`;
+  return {
+    async full(maxPoints) {
+      const ranks = overlaid.slice();
+      const query = `runs=${encodeURIComponent(data.run_id)}&keys=${encodeURIComponent(key)}&ranks=${ranks.join(",")}` +
+        `&align=step&max_points=${seriesBudget(maxPoints, ranks.length)}&${projectQuery}`;
+      const body = await api(`/api/compare?${query}`);
+      return ranks.map((rank, index) => {
+        const found = body.series.find((s) => s.rank === rank && s.key === key);
+        return toSeries(`rank ${rank}`, lineColor(index), found ? found.points : [], found && found.reduced);
+      });
+    },
+    range(maxPoints, ranges) {
+      const ranks = overlaid.slice();
+      const budget = seriesBudget(maxPoints, ranks.length);
+      return Promise.all(ranks.map(async (rank, index) => {
+        const range = ranges[index];
+        if (!range) return toSeries(`rank ${rank}`, lineColor(index), [], false); // no line of this rank
+        const body = await api(`${path}&rank=${rank}&max_points=${budget}&min_step=${range[0]}&max_step=${range[1]}`);
+        return toSeries(`rank ${rank}`, lineColor(index), body.points, body.reduced);
+      }));
+    },
   };
 }
 
@@ -62,6 +97,7 @@ controls.addEventListener("input", () => {
 });
 controls.addEventListener("submit", (event) => event.preventDefault());
 filterKeys();
+keepStateOnSubmit(document.getElementById("rank-form"), { rank: "0" });
 
 // --- a key that appears while the page is open gets its chart ---
 function groupOf(key) {
@@ -107,15 +143,35 @@ function showStatus(event) {
   if (event.last_heartbeat) document.getElementById("run-heartbeat").setAttribute("datetime", event.last_heartbeat);
 }
 
-function listen() {
-  const source = new EventSource(`${runPath}/events?${projectQuery}&cursor=${encodeURIComponent(data.cursor)}`);
-  source.addEventListener("points", (message) => {
-    const series = JSON.parse(message.data).series;
-    hook.events.push({ type: "points", at: performance.now(), keys: Object.keys(series) });
-    for (const [key, rows] of Object.entries(series)) {
-      if (!charts.has(key)) { addChart(key); continue; }
-      charts.get(key).append(rows.map(([step, value, wall_time]) => ({ step, value, wall_time })));
+/** New points of one rank: drawn in its line (the overlay's line of that rank); a new key gets its chart, and a
+ * rank new to the overlay its line in every chart (while the overlay has room: data.max_overlay). */
+function showPoints(rank, series) {
+  hook.events.push({ type: "points", at: performance.now(), rank, keys: Object.keys(series) });
+  let index = 0;
+  if (overlay) {
+    index = overlaid.indexOf(rank);
+    if (index < 0) {
+      if (overlaid.length >= data.max_overlay) return;
+      overlaid.push(rank); // last: the lines already drawn keep their index
+      for (const chart of charts.values()) if (chart.active) chart.reload();
+      for (const key of Object.keys(series)) if (!charts.has(key)) addChart(key);
+      return;
     }
+  }
+  for (const [key, rows] of Object.entries(series)) {
+    if (!charts.has(key)) { addChart(key); continue; }
+    charts.get(key).append(rows.map(([step, value, wall_time]) => ({ step, value, wall_time })), index);
+  }
+}
+
+function listen() {
+  const ranksQuery = overlay ? "&all_ranks=true" : rankQuery;
+  const source = new EventSource(`${runPath}/events?${projectQuery}${ranksQuery}` +
+    `&cursor=${encodeURIComponent(data.cursor)}`);
+  source.addEventListener("points", (message) => {
+    const body = JSON.parse(message.data);
+    if (body.ranks) for (const [rank, series] of Object.entries(body.ranks)) showPoints(Number(rank), series);
+    else showPoints(body.rank, body.series);
   });
   source.addEventListener("logs", (message) => logs.append(JSON.parse(message.data).lines));
   source.addEventListener("reset", () => { for (const chart of charts.values()) if (chart.active) chart.reload(); });
