@@ -8,10 +8,12 @@ metadata API as a real subprocess) and the like.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import statistics
 import sys
-from collections.abc import Callable, Mapping, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -67,3 +69,36 @@ def print_medians(samples: Mapping[str, Sequence[float]], floor: str, unit: str,
             line += f"  p90 {statistics.quantiles(values, n=10)[-1] * scale:9.{digits}f} {unit}"
         print(f"{line}  ratio vs {floor} {medians[mode] / medians[floor]:.3f}  (n={len(values)})")
     return medians
+
+
+def process_cpu_seconds(pid: int, children: bool = False) -> float:
+    """User + system CPU seconds of process `pid` so far (with its live children when `children`: a PostgreSQL
+    postmaster and its backends)."""
+    import psutil
+
+    process = psutil.Process(pid)
+    members = [process, *(process.children(recursive=True) if children else [])]
+    total = 0.0
+    for member in members:
+        try:
+            times = member.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+@contextlib.contextmanager
+def bench_database(postgres: bool, workdir: Path, name: str = "bench.db") -> Iterator[tuple[str, int | None]]:
+    """(database URL, PostgreSQL postmaster pid or None): a SQLite file in `workdir`, or with `postgres` a
+    throwaway PostgreSQL cluster started the way the tests start one (`tests/support/procs.run_postgres`, in a
+    temporary directory of its own: as root the cluster runs as another user, who must be able to reach it)."""
+    if not postgres:
+        yield f"sqlite:///{workdir / name}", None
+        return
+    if str(REPO / "tests") not in sys.path:
+        sys.path.insert(0, str(REPO / "tests"))
+    from support.procs import run_postgres
+
+    with tempfile.TemporaryDirectory(prefix="trainmon-bench-pg-") as folder, run_postgres(Path(folder)) as url:
+        yield url, int((Path(folder) / "pgdata" / "postmaster.pid").read_text().split()[0])

@@ -11,16 +11,23 @@ Run ids are unique per project, so a path's run id is looked up in one project (
 Sessions: requests that only read (GET/HEAD) get a read session; others a write session (BEGIN IMMEDIATE on
 SQLite). Nothing commits unless the route calls `session.commit()` before answering; anything else (an
 exception, a 4xx raised midway) rolls the whole request back.
+
+Cost: FastAPI runs every plain `def` dependency in a worker thread, one thread hop (tens of microseconds of CPU)
+each, and a generator dependency costs two. So `get_session` is async (creating a session does no I/O; closing one
+that still holds a connection is done in a worker thread), and `ReadableRun`/`WritableRun` resolve the caller
+themselves (`principal_of`, remembered for the request) in the same hop as the run: a write to a run costs one
+hop before its route runs, not four.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Path, Query, Request, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
+from starlette.concurrency import run_in_threadpool
 
 from . import auth
 from .models import NAME_LENGTH, RUN_ID_LENGTH, Experiment, Run, TokenScope
@@ -47,10 +54,16 @@ async def get_crash_detector(request: Request) -> CrashDetector:
     return request.app.state.crash_detector
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    factory = request.app.state.read_sessions if request.method in READ_METHODS else request.app.state.write_sessions
-    with factory() as session:
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    state = request.app.state
+    session = (state.read_sessions if request.method in READ_METHODS else state.write_sessions)()
+    try:
         yield session
+    finally:
+        if session.in_transaction():  # it holds a connection: the rollback is I/O, kept off the event loop
+            await run_in_threadpool(session.close)
+        else:
+            session.close()
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -63,6 +76,24 @@ def get_principal(request: Request, session: SessionDep,
                   authorization: Annotated[str | None, Header(include_in_schema=False)] = None) -> auth.Principal:
     """The caller: open access while no token exists; otherwise the bearer token's project and scope, or the
     dashboard's session cookie's (`web.session`: a write by cookie needs its CSRF header), or 401."""
+    return principal_of(request, session, authorization)
+
+
+_PRINCIPAL = "trainmon.principal"
+
+
+def principal_of(request: Request, session: Session, authorization: str | None = None) -> auth.Principal:
+    """`get_principal`'s answer, found once per request (dependencies that need the caller call this in their
+    own worker thread instead of depending on `PrincipalDep`, which would cost a thread hop of its own)."""
+    found = request.scope.get(_PRINCIPAL)
+    if found is None:
+        if authorization is None:
+            authorization = request.headers.get("authorization")
+        found = request.scope[_PRINCIPAL] = _resolve_principal(request, session, authorization)
+    return found
+
+
+def _resolve_principal(request: Request, session: Session, authorization: str | None) -> auth.Principal:
     token = auth.bearer_token(authorization)
     from_cookie = token is None and (token := web_session.cookie_token(request)) is not None
     if token is not None:
@@ -119,8 +150,9 @@ def resolve_run(session: Session, principal: auth.Principal, run_id: str, projec
     return run
 
 
-def get_readable_run(session: SessionDep, principal: PrincipalDep, crashes: CrashDetectorDep, run_id: RunIdPath,
+def get_readable_run(request: Request, session: SessionDep, crashes: CrashDetectorDep, run_id: RunIdPath,
                      project: ProjectQuery = None) -> Run:
+    principal = principal_of(request, session)  # first: without a valid token, 401 whether the run exists or not
     run = resolve_run(session, principal, run_id, project)
     key = run.key
     if crashes.refresh_if_stale(session, [run]):
@@ -130,13 +162,14 @@ def get_readable_run(session: SessionDep, principal: PrincipalDep, crashes: Cras
     return run
 
 
-def get_writable_run(session: SessionDep, principal: PrincipalDep, run_id: RunIdPath,
-                     project: ProjectQuery = None) -> Run:
+def get_writable_run(request: Request, session: SessionDep, run_id: RunIdPath, project: ProjectQuery = None) -> Run:
+    principal = principal_of(request, session)  # first: without a valid token, 401 whether the run exists or not
     return resolve_run(session, principal, run_id, project, write=True)
 
 
-def get_readable_experiment(session: SessionDep, principal: PrincipalDep,
+def get_readable_experiment(request: Request, session: SessionDep,
                             experiment_id: Annotated[int, Path(ge=1, le=INT32_MAX)]) -> Experiment:
+    principal = principal_of(request, session)  # first: without a valid token, 401 whether it exists or not
     experiment = session.scalar(select(Experiment).where(Experiment.id == experiment_id)
                                 .options(selectinload(Experiment.project)))
     if experiment is None:

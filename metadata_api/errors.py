@@ -15,6 +15,7 @@ own check raises `schemas.invalid(...)`, never an HTTPException with a 422 strin
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from typing import Any
@@ -25,6 +26,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
 from .db import is_retryable, storage_problem
 from .schemas import INT64_MAX, ErrorOut
@@ -59,6 +61,16 @@ async def unstorable_text(_request: Request, exc: Exception) -> JSONResponse:
     """422 for text a route passed to the database unchecked (`db.UnstorableText`); the schemas name the field."""
     detail = [{"type": "value_error", "loc": ["request"], "msg": str(exc)}]
     return JSONResponse({"detail": detail}, status_code=422)
+
+
+async def send_json_error(send: Send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+    """Answer `status` with the API's error body `{"detail": ...}` from a middleware (extra `headers` added)."""
+    body = json.dumps({"detail": detail}).encode()
+    extra = [(name.lower().encode(), value.encode()) for name, value in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *extra]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _json_safe(value: Any) -> Any:

@@ -1,46 +1,150 @@
-"""Pure ASGI middleware: request size limit (413) and request telemetry (latency by route template); the
-browser and host rules are in `security.py`, rate limits in `ratelimit.py`."""
+"""`RequestGuard`: every rule a request passes before the app, and every mark on its answer, in one pure-ASGI layer
+(one pass over the request's headers, one wrapper around `send`) instead of a stack of middleware each re-reading
+the headers and wrapping `send` again. In order:
+
+1. security headers on every answer (`security.add_security_headers`), and the request's latency by route
+   template and status (`trainmon_api_request_duration_seconds`), refusals included;
+2. Host allowlist: 400 for a Host this API does not answer to (`security.HostAllowlist`, DNS rebinding);
+3. cross-site writes: 403 for a POST/PUT/PATCH/DELETE a browser sends from another site's page, unless it carries
+   a valid API token (`security.cross_site_reason`);
+4. body types: 415 for an `/api` body whose type its operation does not declare (`security.ContentTypes`);
+5. rate limits: 429 with Retry-After (`ratelimit.RateLimits`; refused requests above cost no budget), and each
+   401 answered costs the client address a unit of its failure budget;
+6. gzip for the dashboard charts' reduced series only (`web.compression`);
+7. body size: 413 when a body exceeds its limit (`Content-Length`, or counted while it streams in): artifact
+   uploads (paths ending in `/artifacts`) `MAX_ARTIFACT_BYTES`, checkpoint file uploads
+   (`.../checkpoints/{id}/file`) `MAX_CHECKPOINT_BYTES` plus MULTIPART_OVERHEAD (the route limits the file
+   itself), everything else `MAX_BODY_BYTES`.
+"""
 
 from __future__ import annotations
 
-import json
 import re
 import time
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .errors import send_json_error
+from .ratelimit import RateLimits, client_address, too_many_answer
+from .security import (
+    BODY_METHODS,
+    WRITE_METHODS,
+    ContentTypes,
+    HostAllowlist,
+    add_security_headers,
+    cross_site_reason,
+    cross_site_refusal,
+    host_refusal,
+    valid_token,
+)
 from .telemetry import ApiMetrics
+from .web.compression import chart_gzip, wants_chart_gzip
 
 CHECKPOINT_FILE_PATH = re.compile(r"^/api/runs/[^/]+/checkpoints/[^/]+/file/?$")
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around an uploaded file
+#: the request headers the rules read, by their ASGI (lower-case) name; the first value of each is kept
+_READ_HEADERS = {name.encode(): name for name in ("host", "content-type", "content-length", "transfer-encoding",
+                                                  "authorization", "origin", "sec-fetch-site")}
 
 
-class BodyLimitMiddleware:
-    """Answer 413 when a request body exceeds its limit (`Content-Length`, or counted while streaming).
+class BodyLimits:
+    """The body size limit of a request path (see the module docstring, 7)."""
 
-    Artifact uploads (paths ending in `/artifacts`) get `artifact_limit`; checkpoint file uploads
-    (`.../checkpoints/{id}/file`) `checkpoint_limit` plus MULTIPART_OVERHEAD (the route limits the file itself);
-    everything else `limit`.
-    """
-
-    def __init__(self, app: ASGIApp, limit: int, artifact_limit: int, checkpoint_limit: int | None = None):
-        self.app = app
+    def __init__(self, limit: int, artifact_limit: int, checkpoint_limit: int | None = None):
         self.limit = limit
         self.artifact_limit = artifact_limit
         self.checkpoint_limit = limit if checkpoint_limit is None else checkpoint_limit + MULTIPART_OVERHEAD
 
+    def of(self, path: str) -> int:
+        if CHECKPOINT_FILE_PATH.match(path):
+            return self.checkpoint_limit
+        return self.artifact_limit if path.rstrip("/").endswith("/artifacts") else self.limit
+
+
+def request_headers(scope: Scope) -> dict[str, str]:
+    """The headers the rules read (`_READ_HEADERS`), first value of each, decoded as latin-1 like Starlette."""
+    found: dict[str, str] = {}
+    for raw_name, raw_value in scope["headers"]:
+        name = _READ_HEADERS.get(raw_name)
+        if name is not None and name not in found:
+            found[name] = raw_value.decode("latin-1")
+    return found
+
+
+def _content_length(headers: dict[str, str]) -> int | None:
+    try:
+        return int(headers["content-length"])
+    except (KeyError, ValueError):
+        return None
+
+
+class RequestGuard:
+    """The API's one middleware (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp, *, telemetry: ApiMetrics, allowed_hosts: list[str], limits: RateLimits,
+                 body_limits: BodyLimits):
+        self.app = app
+        self.telemetry = telemetry
+        self.hosts = HostAllowlist(app, allowed_hosts)
+        self.content_types = ContentTypes()
+        self.limits = limits
+        self.body_limits = body_limits
+        self.gzip = chart_gzip(app)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            if scope["type"] == "websocket":
+                await self.hosts.websocket(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
             return
-        limit = self.artifact_limit if scope["path"].rstrip("/").endswith("/artifacts") else self.limit
-        if CHECKPOINT_FILE_PATH.match(scope["path"]):
-            limit = self.checkpoint_limit
-        declared = _content_length(scope)
+        started = time.perf_counter()
+        status = 500
+        limits = self.limits
+        address = client_address(scope)
+        count_failures = limits.failures is not None and limits.applies(scope["path"])
+
+        async def send_out(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                add_security_headers(message)
+                if status == 401 and count_failures:
+                    limits.failed(address)
+            await send(message)
+
+        try:
+            await self._guarded(scope, receive, send_out, address)
+        finally:
+            route = scope.get("route")
+            self.telemetry.observe_request(scope["method"], getattr(route, "path", None) or "unmatched", status,
+                                           time.perf_counter() - started)
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send, address: str) -> None:
+        headers = request_headers(scope)
+        method, path = scope["method"], scope["path"]
+        host = headers.get("host")
+        if not await self.hosts.allows(host):
+            await send_json_error(send, 400, host_refusal(host))
+            return
+        if method in WRITE_METHODS and (reason := cross_site_reason(headers)) is not None \
+                and not await valid_token(scope, headers.get("authorization")):
+            await send_json_error(send, 403, cross_site_refusal(method, reason))
+            return
+        if method in BODY_METHODS and path.startswith("/api/") \
+                and (wrong_type := self.content_types.refusal(scope["app"], method, path, headers)) is not None:
+            await send_json_error(send, 415, wrong_type)
+            return
+        if self.limits.applies(path) \
+                and (refused := self.limits.refusal(address, method, headers.get("authorization"))) is not None:
+            await send_json_error(send, *too_many_answer(*refused))
+            return
+        limit = self.body_limits.of(path)
+        declared = _content_length(headers)
         if declared is not None and declared > limit:
             await _too_large(send, limit)
             return
+        app = self.gzip if wants_chart_gzip(scope) else self.app
         received = 0
         started = rejected = False
 
@@ -59,63 +163,15 @@ class BodyLimitMiddleware:
                     return {"type": "http.disconnect"}
             return message
 
-        async def guarded_send(message: Message) -> None:
+        async def app_send(message: Message) -> None:
             nonlocal started
             if rejected:
                 return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        await self.app(scope, counting_receive, guarded_send)
-
-
-def _content_length(scope: Scope) -> int | None:
-    for name, value in scope.get("headers", []):
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
+        await app(scope, counting_receive, app_send)
 
 
 async def _too_large(send: Send, limit: int) -> None:
     await send_json_error(send, 413, f"body: request body over the limit of {limit} bytes")
-
-
-async def send_json_error(send: Send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
-    """Answer `status` with the API's error body `{"detail": ...}` from a middleware (extra `headers` added)."""
-    body = json.dumps({"detail": detail}).encode()
-    extra = [(name.lower().encode(), value.encode()) for name, value in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            *extra]})
-    await send({"type": "http.response.body", "body": body})
-
-
-class RequestMetricsMiddleware:
-    """Observe `trainmon_api_request_duration_seconds{method,route,status}`; route is the path template."""
-
-    def __init__(self, app: ASGIApp, telemetry: ApiMetrics):
-        self.app = app
-        self.telemetry = telemetry
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status_box: dict[str, Any] = {"status": 500}
-
-        async def recording_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status_box["status"] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, recording_send)
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            self.telemetry.request_duration.labels(scope["method"], template, str(status_box["status"])).observe(
-                time.perf_counter() - start)

@@ -25,7 +25,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import bearer_token
-from .middleware import send_json_error
+from .errors import send_json_error
 from .security import WRITE_METHODS
 
 log = logging.getLogger("trainmon.metadata_api.ratelimit")
@@ -81,47 +81,80 @@ class TokenBuckets:
                 del self._buckets[key]
 
 
+class RateLimits:
+    """The two limits of one API process: `refusal` before a request runs, `failed` for each 401 it answers.
+    The API's request guard (`middleware.RequestGuard`) applies them; `RateLimitMiddleware` is the same as a
+    middleware of its own."""
+
+    def __init__(self, auth_failures_per_minute: int, writes_per_minute: int,
+                 clock: Callable[[], float] = time.monotonic):
+        self.failures = TokenBuckets(auth_failures_per_minute, clock=clock) if auth_failures_per_minute else None
+        self.writes = TokenBuckets(writes_per_minute, clock=clock) if writes_per_minute else None
+
+    def applies(self, path: str) -> bool:
+        """Whether requests to `path` are limited (health checks and /metrics never are)."""
+        return path not in OPEN_PATHS
+
+    def refusal(self, address: str, method: str, authorization: str | None) -> tuple[float, str] | None:
+        """(seconds to wait, why) when this request is refused now, else None (a write then took its unit)."""
+        if self.failures is not None and (waiting := self.failures.wait(address)):
+            return waiting, "too many failed authentications from this address"
+        if self.writes is not None and method in WRITE_METHODS:
+            token = bearer_token(authorization)
+            key = "token:" + hashlib.sha256(token.encode()).hexdigest() if token else "address:" + address
+            if waiting := self.writes.take(key):
+                return waiting, (f"over WRITES_PER_MINUTE ({int(self.writes.capacity)}) for this "
+                                 f"{'token' if token else 'address'}")
+        return None
+
+    def failed(self, address: str) -> None:
+        """A 401 went to `address`: it costs a unit of its failure budget."""
+        failures = self.failures
+        if failures is None:
+            return
+        had_budget = not failures.wait(address)
+        failures.spend(address)
+        if had_budget and failures.wait(address):
+            log.warning("client %s used up its %d failed authentications a minute: 429 until the budget "
+                        "refills", address, int(failures.capacity))
+
+
+def client_address(scope: Scope) -> str:
+    return (scope.get("client") or ("unknown", 0))[0]
+
+
+def too_many_answer(waiting: float, why: str) -> tuple[int, str, dict[str, str]]:
+    """(status, detail, headers) of a 429 after `refusal`."""
+    seconds = max(1, math.ceil(waiting))
+    return 429, f"rate limit: {why}; retry in {seconds} s", {"Retry-After": str(seconds)}
+
+
 class RateLimitMiddleware:
-    """429 with Retry-After when a client address failed authentication too often, or a token wrote too much."""
+    """429 with Retry-After when a client address failed authentication too often, or a token wrote too much
+    (`RateLimits` as a middleware of its own)."""
 
     def __init__(self, app: ASGIApp, auth_failures_per_minute: int, writes_per_minute: int,
                  clock: Callable[[], float] = time.monotonic):
         self.app = app
-        self.failures = TokenBuckets(auth_failures_per_minute, clock=clock) if auth_failures_per_minute else None
-        self.writes = TokenBuckets(writes_per_minute, clock=clock) if writes_per_minute else None
+        self.limits = RateLimits(auth_failures_per_minute, writes_per_minute, clock)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or not self.limits.applies(scope["path"]):
             await self.app(scope, receive, send)
             return
-        address = (scope.get("client") or ("unknown", 0))[0]
-        if self.failures is not None and (waiting := self.failures.wait(address)):
-            await _too_many(send, waiting, "too many failed authentications from this address")
+        address = client_address(scope)
+        refused = self.limits.refusal(address, scope["method"], Headers(scope=scope).get("authorization"))
+        if refused is not None:
+            await send_json_error(send, *too_many_answer(*refused))
             return
-        if self.writes is not None and scope["method"] in WRITE_METHODS:
-            token = bearer_token(Headers(scope=scope).get("authorization"))
-            key = "token:" + hashlib.sha256(token.encode()).hexdigest() if token else "address:" + address
-            if waiting := self.writes.take(key):
-                await _too_many(send, waiting, f"over WRITES_PER_MINUTE ({int(self.writes.capacity)}) for this "
-                                               f"{'token' if token else 'address'}")
-                return
-        if self.failures is None:
+        if self.limits.failures is None:
             await self.app(scope, receive, send)
             return
-        failures = self.failures
+        limits = self.limits
 
         async def counting_send(message: Message) -> None:
             if message["type"] == "http.response.start" and message["status"] == 401:
-                had_budget = not failures.wait(address)
-                failures.spend(address)
-                if had_budget and failures.wait(address):
-                    log.warning("client %s used up its %d failed authentications a minute: 429 until the budget "
-                                "refills", address, int(failures.capacity))
+                limits.failed(address)
             await send(message)
 
         await self.app(scope, receive, counting_send)
-
-
-async def _too_many(send: Send, waiting: float, why: str) -> None:
-    seconds = max(1, math.ceil(waiting))
-    await send_json_error(send, 429, f"rate limit: {why}; retry in {seconds} s", {"Retry-After": str(seconds)})

@@ -1,36 +1,35 @@
 """What keeps web pages away from the API: Host allowlist, cross-site writes, content types, security headers.
+The rules are applied by `middleware.RequestGuard`, the API's one middleware layer, in this order.
 
 A token-less API on loopback is reachable by every page the user's browser opens. So:
-- `HostAllowlistMiddleware` (Starlette's TrustedHostMiddleware, answering `{detail}`): only the names of
-  ALLOWED_HOSTS (default: HOST plus `localhost`, `127.0.0.1`, `::1`) reach the API, which defeats DNS rebinding.
-  Bound to every address (0.0.0.0, ::) the server needs ALLOWED_HOSTS (`*` accepts any name, explicitly).
-- `CrossSiteWriteMiddleware`: a POST/PUT/PATCH/DELETE that a browser sends from another site
+- Host allowlist (`HostAllowlist`: Starlette's TrustedHostMiddleware decides, answered `{detail}`): only the names
+  of ALLOWED_HOSTS (default: HOST plus `localhost`, `127.0.0.1`, `::1`) reach the API, which defeats DNS
+  rebinding. Bound to every address (0.0.0.0, ::) the server needs ALLOWED_HOSTS (`*` accepts any name,
+  explicitly).
+- Cross-site writes (`cross_site_reason`): a POST/PUT/PATCH/DELETE that a browser sends from another site
   (`Sec-Fetch-Site: cross-site` or `same-site`, or an `Origin` that is not the API's own) is refused (403) unless
   it carries a valid API token. Non-browser clients (the SDK, curl) send neither header and are not affected.
-- `ContentTypeMiddleware`: an `/api` body must have the type its operation declares in the OpenAPI document
-  (`application/json`; `multipart/form-data` for file uploads), else 415; so an HTML form or a `no-cors` fetch
-  (text/plain) cannot carry a body the JSON endpoints accept.
-- `SecurityHeadersMiddleware`: `X-Content-Type-Options: nosniff`, `X-Frame-Options: DENY`,
+- Content types (`ContentTypes`): an `/api` body must have the type its operation declares in the OpenAPI
+  document (`application/json`; `multipart/form-data` for file uploads), else 415; so an HTML form or a `no-cors`
+  fetch (text/plain) cannot carry a body the JSON endpoints accept.
+- Security headers (`add_security_headers`): `X-Content-Type-Options: nosniff`, `X-Frame-Options: DENY`,
   `Referrer-Policy: no-referrer` and `CONTENT_SECURITY_POLICY` on every answer (a response that sets its own
   Content-Security-Policy, like `/docs`, keeps it).
 """
-
 from __future__ import annotations
 
 import asyncio
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from starlette.datastructures import Headers
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import auth
-from .middleware import send_json_error
 from .settings import Settings, split_list
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -70,34 +69,49 @@ def _bracketed_ipv6(entry: str) -> list[str]:
         return []
 
 
-class HostAllowlistMiddleware:
-    """TrustedHostMiddleware whose refusal is the API's error body: 400 `{detail}` naming the Host."""
+class HostAllowlist:
+    """Whether a Host header names this API: Starlette's TrustedHostMiddleware decides (one rule for every
+    Starlette version), and its decision on each Host value seen is remembered (a bounded table), so that a
+    request costs a dictionary lookup. Websocket handshakes go through the middleware itself (`websocket`)."""
+
+    MAX_REMEMBERED = 1024
 
     def __init__(self, app: ASGIApp, allowed: Sequence[str]):
-        self.app = app
-        self.trusted = TrustedHostMiddleware(self._through, allowed_hosts=list(allowed), www_redirect=False)
+        self.websocket = TrustedHostMiddleware(app, allowed_hosts=list(allowed), www_redirect=False)
+        self._decide = TrustedHostMiddleware(self._passed, allowed_hosts=list(allowed), www_redirect=False)
+        self._known: dict[str | None, bool] = {}
 
-    async def _through(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def allows(self, host: str | None) -> bool:
+        known = self._known.get(host)
+        if known is None:
+            scope: dict[str, Any] = {"type": "http", "method": "GET", "path": "/", "query_string": b"",
+                                     "headers": [] if host is None else [(b"host", host.encode("latin-1"))]}
+            await self._decide(scope, _nothing_received, _discard)
+            known = bool(scope.get(_HOST_CHECKED))
+            if len(self._known) >= self.MAX_REMEMBERED:
+                self._known.clear()
+            self._known[host] = known
+        return known
+
+    @staticmethod
+    async def _passed(scope: Scope, _receive: Receive, _send: Send) -> None:
         scope[_HOST_CHECKED] = True
-        await self.app(scope, receive, send)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.trusted(scope, receive, send)
-            return
-
-        async def refusing_send(message: Message) -> None:
-            if scope.get(_HOST_CHECKED):
-                await send(message)
-            elif message["type"] == "http.response.start":  # TrustedHostMiddleware's plain-text 400
-                host = (Headers(scope=scope).get("host") or "")[:100]
-                await send_json_error(send, 400, f"host: {host!r} is not a name this API answers to "
-                                                 "(ALLOWED_HOSTS)")
-
-        await self.trusted(scope, receive, refusing_send)
 
 
-def cross_site_reason(headers: Headers) -> str | None:
+async def _nothing_received() -> Message:
+    return {"type": "http.disconnect"}
+
+
+async def _discard(_message: Message) -> None:
+    return None
+
+
+def host_refusal(host: str | None) -> str:
+    """The 400 detail for a Host header the API does not answer to."""
+    return f"host: {(host or '')[:100]!r} is not a name this API answers to (ALLOWED_HOSTS)"
+
+
+def cross_site_reason(headers: Mapping[str, str]) -> str | None:
     """Why this request comes from another site's page (a browser said so), or None."""
     site = headers.get("sec-fetch-site")
     if site in ("cross-site", "same-site"):
@@ -134,26 +148,15 @@ def _host_and_port(netloc: str) -> tuple[str, int | None] | None:
     return parts.hostname.lower(), port
 
 
-class CrossSiteWriteMiddleware:
-    """403 for writes a browser sends from another site's page, unless they carry a valid API token."""
-
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] in WRITE_METHODS:
-            headers = Headers(scope=scope)
-            reason = cross_site_reason(headers)
-            if reason is not None and not await _valid_token(scope, headers):
-                await send_json_error(send, 403, f"origin: cross-site {scope['method']} refused ({reason}); "
-                                                 "browsers may write only from this API's own pages, other "
-                                                 "clients send no Origin header or a valid API token")
-                return
-        await self.app(scope, receive, send)
+def cross_site_refusal(method: str, reason: str) -> str:
+    """The 403 detail for a cross-site write (`cross_site_reason`) without a valid API token."""
+    return (f"origin: cross-site {method} refused ({reason}); browsers may write only from this API's own pages, "
+            "other clients send no Origin header or a valid API token")
 
 
-async def _valid_token(scope: Scope, headers: Headers) -> bool:
-    token = auth.bearer_token(headers.get("authorization"))
+async def valid_token(scope: Scope, authorization: str | None) -> bool:
+    """Whether `authorization` carries a valid API token (looked up in a worker thread: the database)."""
+    token = auth.bearer_token(authorization)
     if token is None:
         return False
     sessions = scope["app"].state.read_sessions
@@ -165,33 +168,43 @@ async def _valid_token(scope: Scope, headers: Headers) -> bool:
     return await asyncio.to_thread(lookup)
 
 
-class ContentTypeMiddleware:
-    """415 for an `/api` body whose type is not one its operation declares in the OpenAPI document (JSON for
-    almost all; `multipart/form-data` for file uploads). An operation that declares none takes JSON."""
+class ContentTypes:
+    """The media types an `/api` body may have: those its operation declares in the OpenAPI document (JSON for
+    almost all; `multipart/form-data` for file uploads); an operation that declares none takes JSON. Read from
+    the document once, on first use; the answer for each (method, path) is remembered (a bounded table)."""
 
-    def __init__(self, app: ASGIApp):
-        self.app = app
-        self._rules: list[tuple[str, re.Pattern[str], tuple[str, ...]]] | None = None
+    MAX_REMEMBERED = 4096
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] in BODY_METHODS and scope["path"].startswith("/api/"):
-            headers = Headers(scope=scope)
-            given = headers.get("content-type")
-            expected = self.expected(scope)
-            has_body = headers.get("content-length", "0").strip() != "0" or "transfer-encoding" in headers
-            if (given is not None or has_body) and media_type(given) not in expected:
-                await send_json_error(send, 415, f"content-type: {scope['method']} {scope['path'][:200]} takes "
-                                                 f"{' or '.join(expected)}, got {(given or 'none')[:100]}")
-                return
-        await self.app(scope, receive, send)
+    def __init__(self) -> None:
+        self._rules: dict[str, list[tuple[re.Pattern[str], tuple[str, ...]]]] | None = None
+        self._known: dict[tuple[str, str], tuple[str, ...]] = {}
 
-    def expected(self, scope: Scope) -> tuple[str, ...]:
+    def expected(self, app: Any, method: str, path: str) -> tuple[str, ...]:
+        known = self._known.get((method, path))
+        if known is not None:
+            return known
         if self._rules is None:
-            self._rules = body_types(scope["app"])
-        for method, pattern, types in self._rules:
-            if method == scope["method"] and pattern.fullmatch(scope["path"]):
-                return types
-        return ("application/json",)
+            rules: dict[str, list[tuple[re.Pattern[str], tuple[str, ...]]]] = {}
+            for rule_method, pattern, types in body_types(app):
+                rules.setdefault(rule_method, []).append((pattern, types))
+            self._rules = rules
+        known = next((types for pattern, types in self._rules.get(method, ()) if pattern.fullmatch(path)),
+                     ("application/json",))
+        if len(self._known) >= self.MAX_REMEMBERED:
+            self._known.clear()
+        self._known[(method, path)] = known
+        return known
+
+    def refusal(self, app: Any, method: str, path: str, headers: Mapping[str, str]) -> str | None:
+        """The 415 detail when this request's body type is not one its operation takes, else None."""
+        given = headers.get("content-type")
+        has_body = headers.get("content-length", "0").strip() != "0" or "transfer-encoding" in headers
+        if given is None and not has_body:
+            return None
+        expected = self.expected(app, method, path)
+        if media_type(given) in expected:
+            return None
+        return f"content-type: {method} {path[:200]} takes {' or '.join(expected)}, got {(given or 'none')[:100]}"
 
 
 def body_types(app: Any) -> list[tuple[str, re.Pattern[str], tuple[str, ...]]]:
@@ -211,23 +224,12 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
-class SecurityHeadersMiddleware:
-    """Adds SECURITY_HEADERS to every answer, keeping any of them the response already set."""
+#: SECURITY_HEADERS as ASGI header pairs
+SECURITY_HEADER_PAIRS = tuple((name.encode(), value.encode()) for name, value in SECURITY_HEADERS.items())
 
-    def __init__(self, app: ASGIApp):
-        self.app = app
-        self.headers = [(name.encode(), value.encode()) for name, value in SECURITY_HEADERS.items()]
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                present = {name.lower() for name, _ in message.get("headers", [])}
-                message["headers"] = [*message.get("headers", []),
-                                      *((n, v) for n, v in self.headers if n not in present)]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+def add_security_headers(message: Message) -> None:
+    """Add SECURITY_HEADERS to an `http.response.start` message, keeping any of them the response already set."""
+    headers = message.get("headers") or []
+    present = {name.lower() for name, _ in headers}
+    message["headers"] = [*headers, *((name, value) for name, value in SECURITY_HEADER_PAIRS if name not in present)]

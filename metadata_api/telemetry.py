@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -39,6 +40,16 @@ class ApiMetrics:
         for status in RunStatus:
             self.status_changes.labels(status.value)
         self.registry.register(_RunsByStatus(session_factory, self.db_errors))
+        self._request_series: dict[tuple[str, str, int], Any] = {}
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """One request's latency in `request_duration`; each label set's series is looked up once (labels()
+        takes a lock and builds a key every call)."""
+        key = (method, route, status)
+        series = self._request_series.get(key)
+        if series is None:
+            series = self._request_series[key] = self.request_duration.labels(method, route, str(status))
+        series.observe(seconds)
 
 
 class _RunsByStatus(Collector):

@@ -11,19 +11,17 @@ from __future__ import annotations
 import re
 
 from starlette.middleware.gzip import GZipMiddleware
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Scope
 
 CHART_PATHS = re.compile(r"^/api/(runs/[^/]+/metrics/[^/]+|compare)$")
 
 
-class ChartDataGZip:
-    def __init__(self, app: ASGIApp, minimum_size: int = 2048, compresslevel: int = 6):
-        self.app = app
-        self.gzip = GZipMiddleware(app, minimum_size=minimum_size, compresslevel=compresslevel)
+def wants_chart_gzip(scope: Scope) -> bool:
+    """Whether this request reads a chart's reduced series (the only answers compressed)."""
+    return (scope["method"] == "GET" and CHART_PATHS.match(scope["path"]) is not None
+            and b"max_points=" in scope.get("query_string", b""))
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] == "http" and scope["method"] == "GET" and CHART_PATHS.match(scope["path"])
-                and b"max_points=" in scope.get("query_string", b"")):
-            await self.gzip(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
+
+def chart_gzip(app: ASGIApp, minimum_size: int = 2048, compresslevel: int = 6) -> ASGIApp:
+    """`app` behind gzip, for the requests `wants_chart_gzip` selects (`middleware.RequestGuard` chooses)."""
+    return GZipMiddleware(app, minimum_size=minimum_size, compresslevel=compresslevel)

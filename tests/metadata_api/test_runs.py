@@ -164,8 +164,8 @@ def test_experiment_metrics_are_paged_and_filtered(api: TestClient) -> None:
     page = api.get(f"/api/metrics/{experiment_id}", params={"key": "loss", "run_id": "m2", "limit": 2,
                                                            "offset": 2}).json()
     assert page["total"] == 5
-    assert page["items"] == [{"run_id": "m2", "key": "loss", "step": s, "value": s * 0.5, "wall_time": 1000.0 + s}
-                             for s in (2, 3)]
+    assert page["items"] == [{"run_id": "m2", "rank": 0, "key": "loss", "step": s, "value": s * 0.5,
+                              "wall_time": 1000.0 + s} for s in (2, 3)]
     assert api.get("/api/metrics/12345").status_code == 404
 
 

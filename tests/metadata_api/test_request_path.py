@@ -1,0 +1,194 @@
+"""The per-request path made cheap (issue 13) without giving anything up: one guard layer instead of eight, the
+caller resolved once per request, tokens looked up on every request (a token created or revoked by another process
+counts from the next request on), sessions that always hand their connection back, request metrics for refusals.
+The rules themselves are tested where they are described (test_browser_safety, test_rate_limits, test_auth,
+test_ingest); these tests pin what the cheaper path must keep."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from trainmon.metadata_api import auth
+from trainmon.metadata_api.auth import create_token, hash_token
+from trainmon.metadata_api.models import ApiToken
+from trainmon.metadata_api.security import ContentTypes, HostAllowlist
+
+RUN = {"experiment": "e", "run_id": "r"}
+POINTS = {"batch_id": "b1", "points": [{"key": "loss", "step": 1, "value": 1.0}]}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_a_token_created_elsewhere_closes_the_open_api_at_the_next_request(
+        api: TestClient, session_factory: sessionmaker[Session]) -> None:
+    assert api.post("/api/runs", json=RUN).status_code == 201  # open: no token exists
+    assert api.get("/api/runs/r").status_code == 200
+    with session_factory() as session:  # another process (`trainmon token create`) adds one
+        token = create_token(session, "default", "write")
+        session.commit()
+    assert api.get("/api/runs/r").status_code == 401
+    assert api.post("/api/runs/r/metrics", json=POINTS).status_code == 401
+    assert api.post("/api/runs/r/metrics", json=POINTS, headers=bearer(token)).status_code == 200
+
+
+def test_a_token_revoked_elsewhere_stops_working_at_the_next_request(
+        api: TestClient, session_factory: sessionmaker[Session]) -> None:
+    with session_factory() as session:
+        token, other = create_token(session, "default", "write"), create_token(session, "default", "read")
+        session.commit()
+    assert api.post("/api/runs", json=RUN, headers=bearer(token)).status_code == 201
+    assert api.post("/api/runs/r/metrics", json=POINTS, headers=bearer(token)).status_code == 200
+    with session_factory() as session:
+        session.execute(update(ApiToken).where(ApiToken.token_hash == hash_token(token))
+                        .values(revoked_at=datetime.now(timezone.utc)))
+        session.commit()
+    assert api.post("/api/runs/r/metrics", json=POINTS, headers=bearer(token)).status_code == 401
+    assert api.get("/api/runs/r", headers=bearer(token)).status_code == 401
+    assert api.get("/api/runs/r", headers=bearer(other)).status_code == 200  # a token still exists: closed
+    assert api.get("/api/runs/r").status_code == 401
+
+
+def test_a_request_resolves_its_caller_once(api: TestClient, session_factory: sessionmaker[Session],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    with session_factory() as session:
+        token = create_token(session, "default", "write")
+        session.commit()
+    assert api.post("/api/runs", json=RUN, headers=bearer(token)).status_code == 201
+    lookups: list[str] = []
+    resolve = auth.resolve_token
+    monkeypatch.setattr(auth, "resolve_token", lambda session, value: lookups.append(value) or resolve(session, value))
+    assert api.post("/api/runs/r/metrics", json=POINTS, headers=bearer(token)).status_code == 200
+    assert api.get("/api/runs/r", headers=bearer(token)).status_code == 200
+    assert api.get("/api/experiments/1", headers=bearer(token)).status_code == 200
+    assert lookups == [token, token, token]
+
+
+def test_without_a_valid_token_nothing_tells_what_exists(api: TestClient, session_factory: sessionmaker[Session]
+                                                          ) -> None:
+    assert api.post("/api/runs", json=RUN).status_code == 201
+    with session_factory() as session:
+        create_token(session, "default", "write")
+        session.commit()
+    for path in ("/api/runs/r", "/api/runs/nobody", "/api/experiments/1", "/api/experiments/999"):
+        assert api.get(path).status_code == 401, path
+        assert api.get(path, headers=bearer("tm_not-a-token")).status_code == 401, path
+    for path in ("/api/runs/r/metrics", "/api/runs/nobody/metrics"):
+        assert api.post(path, json=POINTS).status_code == 401, path
+
+
+def test_every_request_hands_its_connection_back(api: TestClient, session_factory: sessionmaker[Session]) -> None:
+    pool = api.app.state.engine.pool  # type: ignore[attr-defined]
+    answers = [api.post("/api/runs", json=RUN).status_code,  # committed
+               api.post("/api/runs/r/metrics", json=POINTS).status_code,
+               api.post("/api/runs/r/metrics", json=POINTS).status_code,  # a replay: rolled back by the route
+               api.post("/api/runs/nobody/metrics", json=POINTS).status_code,  # 404 raised mid-transaction
+               api.get("/api/runs/r").status_code,  # a read transaction, never committed
+               api.get("/healthz").status_code]  # no session used at all
+    assert answers == [201, 200, 200, 404, 200, 200]
+    assert pool.checkedout() == 0
+    with session_factory() as session:
+        create_token(session, "default", "write")
+        session.commit()
+    assert api.post("/api/runs/r/metrics", json=POINTS).status_code == 401  # refused by the caller check
+    assert pool.checkedout() == 0
+
+
+def request_counts(api: TestClient) -> dict[tuple[str, str, str], float]:
+    text = api.get("/metrics").text
+    pattern = r'^trainmon_api_request_duration_seconds_count\{method="(\w+)",route="([^"]+)",status="(\d+)"\} (\S+)$'
+    return {(m, r, s): float(v) for m, r, s, v in re.findall(pattern, text, re.M)}
+
+
+def test_refusals_and_answers_are_counted_by_route_and_status(make_api: Callable[..., TestClient]) -> None:
+    api = make_api(max_body_bytes=256, writes_per_minute=3)
+    assert api.post("/api/runs", json=RUN).status_code == 201
+    assert api.post("/api/runs/r/metrics", json=POINTS).status_code == 200
+    assert api.get("/healthz", headers={"Host": "evil.example"}).status_code == 400
+    assert api.post("/api/runs", json=RUN, headers={"Origin": "http://evil.example"}).status_code == 403
+    assert api.post("/api/runs/r/metrics", content="x", headers={"Content-Type": "text/plain"}).status_code == 415
+    assert api.post("/api/runs/r/metrics", content="x" * 300,
+                    headers={"Content-Type": "application/json"}).status_code == 413
+    assert api.post("/api/runs/r/heartbeat").status_code == 429  # the third write took the last unit
+    counts = request_counts(api)
+    assert counts[("POST", "/api/runs", "201")] == 1
+    assert counts[("POST", "/api/runs/{run_id}/metrics", "200")] == 1
+    for status in ("400", "403", "415", "413", "429"):
+        assert counts[("POST" if status != "400" else "GET", "unmatched", status)] == 1, status
+
+
+@pytest.mark.parametrize("allowed", [["127.0.0.1", "localhost", "::1", "[::1]"], ["*.example.org", "api.test"],
+                                     ["*"]])
+def test_host_decisions_are_starlettes(allowed: list[str]) -> None:
+    """The remembered decisions are TrustedHostMiddleware's own, for every kind of Host header."""
+    hosts = HostAllowlist(_app_ok, allowed)
+    checked = TrustedHostMiddleware(_app_ok, allowed_hosts=allowed, www_redirect=False)
+    cases = [None, "", "127.0.0.1", "127.0.0.1:5000", "LOCALHOST:80", "[::1]:5000", "::1", "[::2]", "[zz]:1",
+             "api.test", "www.api.test", "x.example.org", "example.org", "a.b.example.org:443", "evil.example",
+             "127.0.0.1.nip.io", "host:notaport", "a b", "localhost:5000:1"]
+
+    async def starlette_says(host: str | None) -> bool:
+        statuses: list[int] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        scope = {"type": "http", "method": "GET", "path": "/", "query_string": b"",
+                 "headers": [] if host is None else [(b"host", host.encode("latin-1"))]}
+        await checked(scope, _nothing, send)
+        return statuses == [200]
+
+    async def compare() -> None:
+        for _ in range(2):  # the second time from the remembered table
+            for host in cases:
+                assert await hosts.allows(host) == await starlette_says(host), host
+
+    asyncio.run(compare())
+
+
+def test_the_remembered_hosts_are_bounded() -> None:
+    hosts = HostAllowlist(_app_ok, ["127.0.0.1"])
+
+    async def many() -> None:
+        for index in range(HostAllowlist.MAX_REMEMBERED * 3):
+            assert not await hosts.allows(f"rebinding-{index}.evil.example")
+        assert await hosts.allows("127.0.0.1:5000")
+
+    asyncio.run(many())
+    assert len(hosts._known) <= HostAllowlist.MAX_REMEMBERED
+
+
+def test_body_types_are_read_once_and_remembered_per_path(api: TestClient) -> None:
+    types = ContentTypes()
+    app = api.app
+    assert types.expected(app, "POST", "/api/runs/a/metrics") == ("application/json",)
+    assert types.expected(app, "POST", "/api/runs/a/artifacts") == ("multipart/form-data",)
+    assert types.expected(app, "POST", "/api/not-a-route") == ("application/json",)  # none declared: JSON
+    json_only = {"content-type": "text/plain", "content-length": "1"}
+    assert "application/json" in (types.refusal(app, "POST", "/api/runs/a/metrics", json_only) or "")
+    assert types.refusal(app, "POST", "/api/runs/a/metrics", {"content-type": "application/json; charset=utf-8"}) \
+        is None
+    assert types.refusal(app, "POST", "/api/runs/a/heartbeat", {}) is None  # no body, no type
+    for index in range(ContentTypes.MAX_REMEMBERED * 2):
+        types.expected(app, "POST", f"/api/runs/run-{index}/metrics")
+    assert len(types._known) <= ContentTypes.MAX_REMEMBERED
+
+
+async def _app_ok(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _nothing() -> dict[str, Any]:
+    return {"type": "http.disconnect"}
