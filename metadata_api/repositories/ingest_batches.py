@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 
-from ..db import utcnow
+from ..db import UTCDateTime, utcnow
 from ..models import IngestBatch
-from .upsert import insert_ignore
+
+# Built once (the hot path of every ingest request): the same text on SQLite and PostgreSQL; RETURNING, because
+# rowcount is not reliable across drivers.
+_CLAIM = text("INSERT INTO ingest_batches (run_key, kind, batch_id, accepted, created_at) "
+              "VALUES (:run_key, :kind, :batch_id, :accepted, :created_at) "
+              "ON CONFLICT (run_key, kind, batch_id) DO NOTHING RETURNING run_key").bindparams(
+    bindparam("created_at", type_=UTCDateTime()))
 
 
 def claim_batch(session: Session, run_key: int, kind: str, batch_id: str, accepted: int) -> bool:
@@ -16,7 +22,7 @@ def claim_batch(session: Session, run_key: int, kind: str, batch_id: str, accept
     Called in the same transaction as the rows it guards: both commit, or neither does.
     """
     values = {"run_key": run_key, "kind": kind, "batch_id": batch_id, "accepted": accepted, "created_at": utcnow()}
-    return insert_ignore(session, IngestBatch.__table__, values, ["run_key", "kind", "batch_id"])
+    return session.execute(_CLAIM, values).first() is not None
 
 
 def stored_count(session: Session, run_key: int, kind: str, batch_id: str) -> int | None:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from ..models import Experiment, Run, RunEndpoint, RunStatus, RunTag
@@ -24,14 +24,24 @@ def get_run(session: Session, key: int) -> Run | None:
     return session.scalar(select(Run).where(Run.key == key).options(*_full()))
 
 
+def _runs_by_id(in_project: bool, for_write: bool) -> Any:
+    query = select(Run).where(Run.id == bindparam("run_id"))
+    if in_project:
+        query = query.where(Run.project_id == bindparam("project_id"))
+    options = (joinedload(Run.experiment),) if for_write else _full()
+    return query.order_by(Run.key).options(*options)
+
+
+# Built once: every request on a run path looks its run up (statement construction costs more than the query).
+_RUNS_BY_ID = {(in_project, for_write): _runs_by_id(in_project, for_write)
+               for in_project in (False, True) for for_write in (False, True)}
+
+
 def find_runs(session: Session, run_id: str, project_id: int | None = None, for_write: bool = False) -> list[Run]:
     """The runs with client id `run_id` (in `project_id` when given: at most one), by key. For a write only the
     run and its experiment are loaded (what the access check needs), in one query."""
-    query = select(Run).where(Run.id == run_id)
-    if project_id is not None:
-        query = query.where(Run.project_id == project_id)
-    options = (joinedload(Run.experiment),) if for_write else _full()
-    return list(session.scalars(query.order_by(Run.key).options(*options)))
+    query = _RUNS_BY_ID[(project_id is not None, for_write)]
+    return list(session.scalars(query, {"run_id": run_id, "project_id": project_id}))
 
 
 def lock(session: Session, run: Run) -> None:

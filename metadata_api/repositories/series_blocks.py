@@ -5,8 +5,8 @@ see `Series`); its row
 holds the first and last step, the count, the finite min and max value and the first step holding NaN, +Inf and
 -Inf. Rows are recomputed from the points (an INSERT ... SELECT of each affected block's aggregates) in the
 same transaction that writes or deletes the points, so they are exact whatever a batch replaces (last write
-wins) or retention deletes. On PostgreSQL a transaction-scoped advisory lock per run orders concurrent
-refreshes of the same run: each recomputes after the previous one committed.
+wins) or retention deletes. On PostgreSQL a transaction-scoped advisory lock per run and rank orders concurrent
+refreshes of the same series: each recomputes after the previous one committed.
 
 The reduction (`blocked_m4`) reads one row per block instead of every point: the blocks that lie inside one bucket
 are merged by one GROUP BY over their rows; a block cut by a bucket boundary is aggregated from its points, one
@@ -56,13 +56,14 @@ def _refresh_sql(connection: Connection) -> str:
             f"WHERE {OF_SERIES.format(mark)} AND step BETWEEN {mark} AND {mark} {_UPSERT_TAIL}")
 
 
-def _lock_runs(connection: Connection, run_keys: Iterable[int]) -> None:
-    """PostgreSQL: wait for other transactions updating blocks of these runs (taken in one order: no deadlock).
-    The statements that follow see the points and blocks those transactions committed."""
+def _lock_ranks(connection: Connection, run_ranks: Iterable[tuple[int, int]]) -> None:
+    """PostgreSQL: wait for other transactions updating blocks of these (run, rank)s (taken in one order: no
+    deadlock; the ranks of one run do not wait for each other). The statements that follow see the points and
+    blocks those transactions committed."""
     if connection.dialect.name == "postgresql":
-        for run_key in sorted(set(run_keys)):
-            connection.exec_driver_sql(
-                "SELECT pg_advisory_xact_lock(hashtextextended('trainmon.metric_blocks:' || %s, 0))", (str(run_key),))
+        for run_key, rank in sorted(set(run_ranks)):
+            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                                       (f"trainmon.metric_blocks:{run_key}:{rank}",))
 
 
 def affected_blocks(run_key: int, points: Iterable[Sequence]) -> list[SeriesBlock]:
@@ -78,7 +79,7 @@ def refresh_blocks(connection: Connection, blocks: Sequence[SeriesBlock], points
     False and saves the check)."""
     if not blocks:
         return
-    _lock_runs(connection, (block[0] for block in blocks))
+    _lock_ranks(connection, (block[:2] for block in blocks))
     mark = _mark(connection)
     if points_deleted:
         emptied = _emptied(connection, blocks)
@@ -120,7 +121,7 @@ def record_written(connection: Connection, run_key: int, rank: int, rows: Sequen
     batch = _batch_aggregates(rows)
     if not batch:
         return
-    _lock_runs(connection, [run_key])
+    _lock_ranks(connection, [(run_key, rank)])
     stored = _stored_blocks(connection, run_key, rank, batch)
     merged, replaced = [], []
     for (key, block), new in batch.items():
