@@ -2,7 +2,7 @@
 
 The page is FastAPI's `get_swagger_ui_html` pointing at `/static/swagger/`; its one inline script (the
 SwaggerUIBundle call) is allowed by its SHA-256 in the page's own Content-Security-Policy, which
-`SecurityHeadersMiddleware` leaves in place. ReDoc is not served (`redoc_url=None` in `create_app`).
+`middleware.RequestGuard` leaves in place. ReDoc is not served (`redoc_url=None` in `create_app`).
 """
 
 from __future__ import annotations

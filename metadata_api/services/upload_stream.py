@@ -4,7 +4,7 @@ Starlette's form parser spools a file part to a temporary file (in the system te
 route runs; a checkpoint can be tens of GiB, so `receive_file_field` parses the body stream itself and hands the
 file's bytes to `sink.write` in pieces of about `FLUSH_BYTES`, in a worker thread (no copy through /tmp, the event
 loop never waits on the disk). Other fields are ignored. BadUpload: not multipart, no such field, or the field
-twice (IncompleteBody: it ended early); the body's size limit is `BodyLimitMiddleware`'s, the file's the sink's.
+twice (IncompleteBody: it ended early); the body's size limit is `middleware.RequestGuard`'s, the file's the sink's.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class BadUpload(ValueError):
 
 
 class IncompleteBody(BadUpload):
-    """The body ended early: the client went away, or `BodyLimitMiddleware` refused it (413 sent already)."""
+    """The body ended early: the client went away, or `middleware.RequestGuard` refused it (413 sent already)."""
 
 
 class Sink(Protocol):

@@ -5,7 +5,7 @@ With tokens configured, the login page posts a token once (`POST /api/session`, 
 over HTTPS) and every page and `/api` call of the browser is authorised by it, with the token's project and scope
 (a read token can look, a write token can also add notes and tags). Writes authorised by the cookie also need
 the CSRF double-submit token: the `trainmon_csrf` cookie (readable by the page's script) echoed in the
-`X-CSRF-Token` header, which another site cannot read or set; `security.CrossSiteWriteMiddleware` refuses
+`X-CSRF-Token` header, which another site cannot read or set; `middleware.RequestGuard` refuses
 cross-site writes as well. An `Authorization: Bearer` header always wins over the cookie.
 
 With no token configured the API is open (and bound to loopback): the pages need no login.
