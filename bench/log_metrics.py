@@ -46,7 +46,9 @@ def main() -> None:
         g2.set(3e-4)
         g3.set(1.7)
 
-    monitor = TrainingMonitor("bench", port=0, gpu=False, system=False, sample_interval=1.0, handle_signals=False)
+    # the exporter alone (no metadata API: without this, a monitor with no API URL records the run locally)
+    monitor = TrainingMonitor("bench", port=0, gpu=False, system=False, sample_interval=1.0, handle_signals=False,
+                              mode="disabled")
     stop = threading.Event()
 
     def scraper() -> None:  # one scrape per second, like Prometheus

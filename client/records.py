@@ -11,17 +11,22 @@ Adding an operation: a dataclass here with its ``op`` and ``send``, plus its pub
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import itertools
 import json
 import mimetypes
-from collections.abc import Mapping
+import operator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from trainmon.common.wire import json_safe, new_batch_id, points_json
+from trainmon.common.wire import json_safe, new_batch_id, points_json, rows_points_json
 
 from .api_client import ApiClient, ApiError, quote_segment
+
+_VALUES = operator.itemgetter(2)  # a row's values
 
 
 @dataclass
@@ -101,29 +106,127 @@ class SetStatus(Record):
 
 @dataclass
 class MetricBatch(Record):
-    """Points ``(key, step, value, wall_time)`` of one rank (or their JSON objects once read back from the
-    spool; a record spooled before ranks were a field has none: rank 0)."""
+    """Points of one rank: ``rows`` ``(step, wall_time, {key: value})``, one per log call, values by the wire
+    contract (what the shipper cuts), or ``points`` ``(key, step, value, wall_time)`` (or their JSON objects once
+    read back from the spool; a record spooled before ranks were a field has none: rank 0).
+
+    Sent as rows (``{"batch_id", "rank", "rows"}``: no object per point); an API that predates rows is sent point
+    objects instead. The spool and the dead letters hold the point objects (what every version reads)."""
 
     op: ClassVar[str] = "metrics"
     ordered: ClassVar[bool] = False
     batch_id: str = field(default_factory=new_batch_id)
     points: list = field(default_factory=list)
     rank: int = 0
+    rows: list = field(default_factory=list)
+    #: the points it holds, when its maker counted them already (not part of its JSON)
+    count: int | None = field(default=None, repr=False, compare=False)
 
     def point_count(self) -> int:
-        return len(self.points)
+        if self.count is None:
+            self.count = len(self.points) + sum(len(row[2]) for row in self.rows)
+        return self.count
 
     def send(self, api: ApiClient) -> Any:
-        return api.request("POST", f"{self.run_path}/metrics", json_body=self.to_json_body())
+        limit = api.batch_limit
+        if limit is not None and self.point_count() > limit:
+            return self._send_parts(api, limit)
+        try:
+            return self._send_whole(api)
+        except ApiError as error:
+            if error.status != 413 or self.point_count() < 2:
+                raise
+        # Too large for this API (MAX_POINTS_PER_BATCH, MAX_BODY_BYTES): halves from now on, each stored once
+        api.batch_limit = self.point_count() // 2
+        return self._send_parts(api, api.batch_limit)
+
+    def _send_whole(self, api: ApiClient) -> Any:
+        path = f"{self.run_path}/metrics"
+        if not self.rows or api.points_only:
+            return api.request("POST", path, json_body=self.to_json_body())
+        try:
+            return api.request("POST", path, json_body=self.rows_body())
+        except ApiError as error:
+            if not _refuses_rows(error):
+                raise
+        api.points_only = True  # an API older than the rows form: point objects from now on
+        return api.request("POST", path, json_body=self.to_json_body())
+
+    def _send_parts(self, api: ApiClient, limit: int) -> dict[str, Any]:
+        """Send in parts of at most `limit` points, each with a batch id of its own made from this one's and
+        the part's place in it (the same parts again are the same ids: a replay stores nothing twice)."""
+        answers = [part.send(api) for part in self.parts(limit)]
+        return {"accepted": sum(int((answer or {}).get("accepted", 0)) for answer in answers),
+                "duplicate": all((answer or {}).get("duplicate") for answer in answers)}
+
+    def parts(self, limit: int) -> list[MetricBatch]:
+        """This batch as batches of at most `limit` points, with the ids ``<batch id>:<first point>-<end>``
+        (offsets in the batch first cut so: a part of a part is named like a part of the whole, so that the same
+        points always travel under the same id, however they were cut before)."""
+        root, offset = self.batch_id, 0
+        whole, colon, span = self.batch_id.rpartition(":")
+        first, dash, end = span.partition("-")
+        if colon and dash and first.isdigit() and end.isdigit():
+            root, offset = whole, int(first)
+        parts = []
+        start = offset
+        for first_point in range(0, len(self.points), limit):
+            chunk = self.points[first_point:first_point + limit]
+            parts.append(MetricBatch(self.run_id, f"{root}:{start}-{start + len(chunk)}", chunk, self.rank,
+                                     count=len(chunk)))
+            start += len(chunk)
+        for rows, count in split_rows(self.rows, self.point_count() - len(self.points), limit):
+            parts.append(MetricBatch(self.run_id, f"{root}:{start}-{start + count}", rank=self.rank, rows=rows,
+                                     count=count))
+            start += count
+        return parts
+
+    def rows_body(self) -> dict[str, Any]:
+        """The request body in the rows form (only rows: ``points`` go as objects)."""
+        if self.points:
+            return self.to_json_body()
+        return {"batch_id": self.batch_id, "rank": self.rank, "rows": self.rows}
 
     def to_json_body(self) -> dict[str, Any]:
+        """The request body with one object per point (every point, rows included)."""
         points = self.points
         if points and isinstance(points[0], tuple):
             points = points_json(points)
+        if self.rows:
+            points = [*points, *rows_points_json(self.rows)]
         return {"batch_id": self.batch_id, "rank": self.rank, "points": points}
 
     def to_json(self) -> dict[str, Any]:
         return {"op": self.op, "run_id": self.run_id, **self.to_json_body()}
+
+
+def split_rows(rows: list, total: int, limit: int) -> Iterator[tuple[list, int]]:
+    """`rows` (holding `total` points) as consecutive batches of at most `limit` points: (rows, points) each, in
+    order. A row with more than `limit` values (one call logging that many keys) is cut into rows of its step."""
+    if total <= limit:
+        if rows:
+            yield rows, total
+        return
+    ends = list(itertools.accumulate(map(len, map(_VALUES, rows))))  # points up to and including each row
+    start = done = 0  # the next row, the points before it
+    while start < len(rows):
+        stop = bisect.bisect_right(ends, done + limit, start)  # rows[start:stop] hold at most `limit` points
+        if stop > start:
+            yield rows[start:stop], ends[stop - 1] - done
+        else:
+            step, wall_time, values = rows[start]
+            items = list(values.items())
+            for first in range(0, len(items), limit):
+                yield [(step, wall_time, dict(items[first:first + limit]))], min(limit, len(items) - first)
+            stop = start + 1
+        start, done = stop, ends[stop - 1]
+
+
+def _refuses_rows(error: ApiError) -> bool:
+    """A 422 of an API that does not know the ``rows`` field of a metric batch: ``points`` missing (its first
+    error; the message may end before the next) or ``rows`` an extra field."""
+    return error.status == 422 and ('"missing", "loc": ["body", "points"]' in error.message
+                                    or '"extra_forbidden", "loc": ["body", "rows"]' in error.message)
 
 
 @dataclass

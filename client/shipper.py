@@ -1,10 +1,14 @@
 """Background shipping of points and run events to the metadata API, with the spool as safety net.
 
-The trainer's side (``offer_points``, ``offer_log_line``, ``offer``) only appends to bounded in-memory
-structures and never touches the network. A daemon thread cuts points into batches (``batch_points`` points
-or every ``batch_interval`` seconds), gives each a ``batch_id`` (uuid4; the API stores a replayed batch only
-once) and sends them over one keep-alive session. A delivered metric batch is the run's sign of life (the API
-counts it as a heartbeat); a separate heartbeat goes out only after ``heartbeat_interval`` seconds without one.
+The trainer's side (``offer_rows``, ``offer_points``, ``offer_log_line``, ``offer``) only appends to bounded
+in-memory structures and never touches the network. Points arrive as rows, one per ``log_metrics`` call
+(``(step, wall_time, {key: value})``, `trainmon.common.wire`), and travel as rows: no object per point is made
+on the way to the API. They are cut into batches every ``batch_interval`` seconds, or sooner when a batch is
+full: ``batch_points`` points, or ``HEALTHY_BATCHES`` times that while the API takes every batch (fewer, larger
+requests: each one costs the API, and the training loop a GIL switch or two). Each batch gets a ``batch_id``
+(the API stores a replayed batch only once); a daemon thread sends them over one keep-alive connection. A
+delivered metric batch is the run's sign of life (the API counts it as a heartbeat); a separate heartbeat goes
+out only after ``heartbeat_interval`` seconds without one.
 
 Records are typed (`trainmon.client.records`) and delivered under one policy (`trainmon.client.delivery`).
 When a record must be retried (API unreachable, slow, 5xx/408/425/429, or 401/403), it goes to the spool and so
@@ -27,24 +31,29 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import operator
 import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from trainmon.common.wire import Point
+from trainmon.common.wire import Point, Row, points_rows
 
 from . import pending_status
 from .api_client import ApiClient, ApiError, ApiUnavailable
 from .dead_letters import DeadLetters
 from .delivery import Backoff, Deliverer, Outcome, Result
-from .records import LogBatch, MetricBatch, Record, decode
+from .records import LogBatch, MetricBatch, Record, decode, split_rows
 from .spool import MemorySpool, Spool
 
 log = logging.getLogger("trainmon.exporter")
 #: records the API takes as a sign of life of the run (a heartbeat is sent only after this long without one)
 LIVENESS_OPS = frozenset({"metrics"})
+#: while the API takes every batch, a batch holds up to this many times `batch_points` (cut every
+#: `batch_interval` otherwise): fewer, larger requests
+HEALTHY_BATCHES = 4
+_VALUES = operator.itemgetter(2)  # a row's values
 
 
 class Shipper:
@@ -54,7 +63,8 @@ class Shipper:
                  batch_interval: float = 1.0, queue_points: int = 100_000, heartbeat_interval: float = 5.0,
                  backoff_initial: float = 0.5, backoff_max: float = 15.0,
                  on_drop: Callable[[str, int], None] | None = None, run_body: dict[str, Any] | None = None,
-                 on_reject: Callable[[str], None] | None = None, rank: int = 0):
+                 on_reject: Callable[[str], None] | None = None, rank: int = 0,
+                 healthy_batch_points: int | None = None):
         if batch_points <= 0 or queue_points < batch_points:
             raise ValueError("need 0 < batch_points <= queue_points")
         self.client = client
@@ -62,6 +72,8 @@ class Shipper:
         self.run_id = run_id
         self.rank = rank  # the rank whose points this shipper carries (each rank's history is its own series)
         self.batch_points = batch_points
+        #: the batch size while the API takes every batch (HEALTHY_BATCHES times batch_points, at most a queue)
+        self.healthy_batch_points = min(queue_points, healthy_batch_points or HEALTHY_BATCHES * batch_points)
         self.batch_interval = batch_interval
         self.queue_points = queue_points
         self.heartbeat_interval = heartbeat_interval
@@ -77,7 +89,8 @@ class Shipper:
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
         self._idle = threading.Condition(self._lock)
-        self._points: list[Point] = []
+        self._rows: list[Row] = []  # offered, not cut into batches yet
+        self._row_points = 0  # the points those rows hold
         self._points_since = 0.0
         self._lines: list[dict[str, Any]] = []
         self._queue: collections.deque[Record] = collections.deque()
@@ -93,19 +106,27 @@ class Shipper:
 
     # --- the trainer's side: memory only ---
 
-    def offer_points(self, points: Sequence[Point]) -> None:
-        """Take ``(key, step, value, wall_time)`` points; never blocks on the API."""
-        if not points:
+    def offer_rows(self, rows: Sequence[Row]) -> None:
+        """Take rows ``(step, wall_time, {key: value})``, keys normalised and values by the wire contract (the
+        drain's row sink); the rows are kept as they are, not copied. Never blocks on the API."""
+        if not rows:
             return
+        count = sum(map(len, map(_VALUES, rows)))
         with self._lock:
-            if not self._points:
+            if not self._rows:
                 self._points_since = time.monotonic()
-            self._points.extend(points)
-            if len(self._points) >= self.batch_points:
+            self._rows.extend(rows)
+            self._row_points += count
+            if self._row_points >= self._batch_size():
                 self._cut_points()
                 self._wakeup.notify()
-            if self._queued_points + len(self._points) > self.queue_points:
+            if self._queued_points + self._row_points > self.queue_points:
                 self._spill(points_only=True)
+
+    def offer_points(self, points: Sequence[Point]) -> None:
+        """Take ``(key, step, value, wall_time)`` points (a row each); never blocks on the API."""
+        if points:
+            self.offer_rows(points_rows(points))
 
     def offer_log_line(self, line: dict[str, Any]) -> None:
         """Take one run log line ``{time, level, message}``; shipped in batches like points."""
@@ -180,15 +201,23 @@ class Shipper:
     @property
     def pending_points(self) -> int:
         """Points held in memory (not yet sent nor spooled)."""
-        return self._queued_points + len(self._points)
+        return self._queued_points + self._row_points
 
     # --- helpers under self._lock ---
 
+    def _batch_size(self) -> int:
+        """Points a batch holds at most: more while the API takes every batch (fewer requests: each costs the
+        API and, with the GIL, the training loop), `batch_points` while spooling, retrying or offline."""
+        if self.client is None or self._spooling or self.backoff.active:
+            return self.batch_points
+        return self.healthy_batch_points
+
     def _cut_points(self) -> None:
-        while self._points:
-            batch, self._points = self._points[:self.batch_points], self._points[self.batch_points:]
-            self._queue.append(MetricBatch(self.run_id, points=batch, rank=self.rank))
-            self._queued_points += len(batch)
+        if self._rows:
+            for rows, count in split_rows(self._rows, self._row_points, self._batch_size()):
+                self._queue.append(MetricBatch(self.run_id, rows=rows, rank=self.rank, count=count))
+                self._queued_points += count
+            self._rows, self._row_points = [], 0
         self._points_since = time.monotonic()
 
     def _cut_lines(self) -> None:
@@ -214,11 +243,11 @@ class Shipper:
     def _pop(self) -> Record:
         record = self._queue.popleft()
         if isinstance(record, MetricBatch):
-            self._queued_points -= len(record.points)
+            self._queued_points -= record.point_count()
         return record
 
     def _drained(self, deliver: bool = True) -> bool:
-        if self._queue or self._points or self._lines or self._busy:
+        if self._queue or self._rows or self._lines or self._busy:
             return False
         return self.client is None or not deliver or not self._spooling
 
@@ -230,7 +259,7 @@ class Shipper:
                 if self._stopping:
                     return
                 self._wakeup.wait(self._wait_seconds())
-                if self._points and time.monotonic() - self._points_since >= self.batch_interval:
+                if self._rows and time.monotonic() - self._points_since >= self.batch_interval:
                     self._cut_points()
                 if self._lines:
                     self._cut_lines()

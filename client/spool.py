@@ -46,6 +46,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+try:
+    import orjson
+except ImportError:  # pragma: no cover - orjson is a dependency; the stdlib still works without it
+    orjson = None  # type: ignore[assignment]
+
 log = logging.getLogger("trainmon.exporter")
 
 DEFAULT_MAX_BYTES = 2 * 1024**3
@@ -71,8 +76,29 @@ class Position:
 
 def encode_record(record: dict[str, Any]) -> bytes:
     """One framed record; raises ValueError for NaN/Inf floats (encode them as strings first)."""
-    payload = json.dumps(record, separators=(",", ":"), allow_nan=False).encode()
+    payload = _dumps(record)
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def _dumps(record: dict[str, Any]) -> bytes:
+    """Compact JSON: orjson (metric batches: ~10x faster) unless the record holds a null, which may be a NaN or
+    Inf that orjson writes as null; then (and for what orjson cannot write) the stdlib, which refuses them."""
+    if orjson is not None:
+        try:
+            payload = orjson.dumps(record)
+        except TypeError:  # a type orjson does not take (int keys, huge ints): the stdlib decides
+            pass
+        else:
+            if b"null" not in payload:
+                return payload
+    return json.dumps(record, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _loads(payload: bytes) -> Any:
+    if orjson is not None:
+        with contextlib.suppress(ValueError):  # e.g. an escaped lone surrogate: the stdlib reads it
+            return orjson.loads(payload)
+    return json.loads(payload)
 
 
 def read_record(file: BinaryIO, offset: int) -> tuple[int, dict[str, Any]] | None:
@@ -88,7 +114,7 @@ def read_record(file: BinaryIO, offset: int) -> tuple[int, dict[str, Any]] | Non
     if len(payload) < length or zlib.crc32(payload) != crc:
         return None
     try:
-        return offset + _HEADER.size + length, json.loads(payload)
+        return offset + _HEADER.size + length, _loads(payload)
     except ValueError:
         return None
 

@@ -4,11 +4,19 @@ Metric values are JSON numbers, except non-finite ones, which travel as the stri
 and ``"-Infinity"`` (JSON has no NaN; PostgreSQL's json type rejects it). The same encoding applies inside
 nested objects (params, checkpoint metrics, artifact metadata). A batch of points carries a ``batch_id`` so
 that the API stores a replayed batch only once.
+
+A metric batch holds its points in one of two forms (the API takes both):
+
+- ``"points": [{"key", "step", "value", "wall_time"}, ...]``, one object per point (the spool's form);
+- ``"rows": [[step, wall_time, {key: value, ...}], ...]``, one row per `log_metrics` call: the call's step and
+  wall time once, and its values by key (what the SDK sends: no object per point on either side).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -19,6 +27,9 @@ METRIC_VALUE_MESSAGE = 'a metric value must be a number or one of "NaN", "Infini
 
 #: one point as the exporter hands it to a sink: (key, step, value, wall_time)
 Point = tuple[str, int, float, float]
+#: one log call as the exporter hands it to the metadata side: (step, wall_time, {normalised key: JSON value}),
+#: values already by the contract (finite floats, or the strings for NaN/Inf)
+Row = tuple[int, float, dict[str, Any]]
 
 
 def json_value(value: Any) -> Any:
@@ -67,6 +78,29 @@ def points_json(points: Sequence[Point]) -> list[dict[str, Any]]:
             for key, step, value, wall_time in points]
 
 
+def points_rows(points: Sequence[Point]) -> list[Row]:
+    """``(key, step, value, wall_time)`` tuples as rows, one per point (in order: the last value for a step wins)."""
+    return [(step, wall_time, {key: json_value(float(value))}) for key, step, value, wall_time in points]
+
+
+def rows_points_json(rows: Sequence[Row]) -> list[dict[str, Any]]:
+    """Rows as the API's point objects, in order."""
+    return [{"key": key, "step": step, "value": value, "wall_time": wall_time}
+            for step, wall_time, values in rows for key, value in values.items()]
+
+
 def new_batch_id() -> str:
-    """A fresh batch id (the API stores a batch id once per run)."""
-    return uuid.uuid4().hex
+    """A fresh batch id (the API stores a batch id once per run): 32 hex digits, 16 random ones drawn once per
+    process (again in a forked child) and a 16-digit counter. Unlike a uuid4 per id, no system call (which would
+    give the GIL up, and take it back from a busy training loop, once per batch)."""
+    return f"{_batch_ids[0]}{next(_batch_ids[1]):016x}"
+
+
+def _new_batch_ids() -> None:
+    _batch_ids[:] = [uuid.uuid4().hex[:16], itertools.count()]
+
+
+_batch_ids: list[Any] = []
+_new_batch_ids()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_batch_ids)

@@ -56,7 +56,8 @@ class TrainingMonitor(RunMethods):
     and by a background drain every 0.25 s. See docs/sdk.md for every argument and TRAINMON_* variable; an
     argument you pass always wins over its variable, even when it equals the default.
     `point_sink` (or the attribute of the same name) receives ``[(key, step, value, wall_time), ...]`` from each
-    drain; `on_finish` callables receive the final status.
+    drain (the metadata API gets its rows through a seam of its own); `on_finish` callables receive the final
+    status.
     """
 
     def __init__(self, experiment_name: str, project_name: str | None = _, *, run_id: str | None = None,
@@ -114,7 +115,9 @@ class TrainingMonitor(RunMethods):
             world_size=self.topology.world_size, exporter_url=self.metrics_url, on_drop=self.counters.count_dropped,
             on_checkpoint=self.training.record_checkpoint, on_reject=self.counters.count_rejected)
         if self.recorder.enabled:
-            self.training.sink = _chain_sinks(point_sink, self.recorder.offer_points)
+            # Rows (one per log call, no object per point) straight to the shipper's memory queue; `point_sink`
+            # stays the caller's own seam.
+            self.training.row_sink = self.recorder.shipper.offer_rows
             self.on_finish.append(self.recorder.finish)
         self.sampled = build_sampled_collectors(
             self.run_labels, gpu=self.config.gpu, system=self.config.system, local_rank=self.topology.local_rank,
@@ -149,7 +152,8 @@ class TrainingMonitor(RunMethods):
 
     @property
     def point_sink(self) -> PointSink | None:
-        """Receives the ``(key, step, value, wall_time)`` points of each drain (the metadata API's seam)."""
+        """Receives the ``(key, step, value, wall_time)`` points of each drain (a caller's seam; the metadata API
+        takes rows through `TrainingCollector.row_sink`)."""
         return self.training.sink
 
     @point_sink.setter
@@ -260,16 +264,3 @@ def _quietly(action: Callable[[], object], what: str) -> None:
         action()
     except Exception as error:  # noqa: BLE001 - finishing must complete
         log.warning("trainmon: %s failed: %s", what, error)
-
-
-def _chain_sinks(*sinks: PointSink | None) -> PointSink:
-    """One point sink calling every given sink in order (None entries skipped)."""
-    present = [sink for sink in sinks if sink is not None]
-    if len(present) == 1:
-        return present[0]
-
-    def sink(points: list) -> None:
-        for each in present:
-            each(points)
-
-    return sink

@@ -3,8 +3,15 @@
 `TrainingMonitor.log_metrics` only appends ``(metrics_copy, step, wall_time, seq, samples, tokens)`` to a bounded
 deque (no lock, no per-key work). `drain()` runs at every scrape and on the sampler's short tick: it normalises
 names, coerces values, updates per-key aggregates (last value, finite sum/count, non-finite counts, per-second
-min/max buckets over the trailing `extrema_window`) and hands ``(key, step, value, wall_time)`` points to an
-optional sink (the seam for the metadata API). Sequence numbers reveal points the full buffer dropped.
+min/max buckets over the trailing `extrema_window`) and hands what it took to two optional sinks: ``(key, step,
+value, wall_time)`` points to `sink` (a public seam), and ``(step, wall_time, {key: value})`` rows, one per log
+call, to `row_sink` (the metadata API's seam: no object per point; the call's own dict when its keys are
+normalised already and its values finite floats). Sequence numbers reveal points the full buffer dropped.
+
+The drain costs the training loop GIL time, so it aggregates runs of consecutive calls that log the same keys
+(a training loop's calls) a column per key, with builtins (sum, max, min) instead of a Python step per value;
+anything unusual in a run (a new or unusable key, a value that is not a finite float) sends that run through
+the value-by-value path, with the same result.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from trainmon.common.naming import normalize_key
+from trainmon.common.wire import Row, json_value
 
 from .values import coerce_value
 
@@ -29,10 +37,15 @@ log = logging.getLogger("trainmon.exporter")
 Point = tuple[str, int, float, float]
 #: Receives the points of one drain, in logging order; must be quick (e.g. append to its own queue).
 PointSink = Callable[[list[Point]], None]
+#: Receives the rows of one drain (one per log call with an accepted value), in logging order; must be quick.
+RowSink = Callable[[list[Row]], None]
 #: Reports dropped points by reason (wired to the health collector).
 DropCounter = Callable[[str, int], None]
 
 REJECT_REASONS = ("invalid_name", "non_numeric")
+_METRICS = operator.itemgetter(2)  # of a (step, wall time, metrics) call
+_WALL = operator.itemgetter(1)
+_FLOATS = {float}
 DEFAULT_BUFFER_SIZE = 50_000  # log_metrics calls; drained every 0.25 s, so 50 s of backlog at 1,000 steps/s
 
 
@@ -85,6 +98,7 @@ class TrainingCollector:
         self.buffer: deque[tuple] = deque(maxlen=buffer_size)
         self.sequence = itertools.count(1)
         self.sink: PointSink | None = None
+        self.row_sink: RowSink | None = None
         self._count_dropped = count_dropped or (lambda reason, n: None)
         self._lock = threading.RLock()  # re-entrant: a signal handler may finish the run during a drain
         self._expected_seq = 1
@@ -134,25 +148,150 @@ class TrainingCollector:
             return 0
         popleft = buffer.popleft
         points: list[Point] | None = [] if self.sink is not None else None
+        rows: list[Row] | None = [] if self.row_sink is not None else None
+        # Calls are aggregated in runs of consecutive calls that log the same keys in the same order (a training
+        # loop's calls, as a rule): a column per key, summed and compared by builtins (`_aggregate_run`), rather
+        # than key by key in Python. A point sink wants the points call by call: then calls go one by one.
+        by_runs = points is None
+        run: list[Row] = []  # (step, wall time, metrics) of the current run's calls
+        run_keys: tuple | None = None
+        expected = self._expected_seq
+        # `_advance_step`'s state in locals while the loop runs (written back around its uncommon cases)
+        previous, last_step_wall, batch_size = self.step, self._last_step_wall, self.batch_size
+        steps_total, backwards, duration_sum, durations = (self.steps_total, self.step_backwards_total,
+                                                           self.step_duration_sum, self.step_duration_count)
+        logged_wall = None
         for _ in range(taken):
             try:
                 metrics, step, wall, seq, samples, tokens = popleft()
             except IndexError:  # a re-entrant drain (e.g. finish() from a SIGTERM handler) took the rest
                 break
-            if seq != self._expected_seq:
-                self._count_dropped("buffer_full", seq - self._expected_seq)
-            self._expected_seq = seq + 1
+            if seq != expected:
+                self._count_dropped("buffer_full", seq - expected)
+            expected = seq + 1
             try:
                 if type(metrics) is not dict:  # something with .copy() that is not a dict copy
                     metrics = dict(metrics.items())
-                step = self._advance_step(step, wall, samples, tokens)
-                self._aggregate(metrics, step, wall, points)
+                if (step is None or type(step) is int) and samples is None and tokens is None:
+                    if step is None:  # `_advance_step`, inline: its common case
+                        step = 0 if previous is None else previous + 1
+                    if step != previous:
+                        steps_total += 1
+                        if previous is not None and step < previous:
+                            backwards += 1
+                        if last_step_wall is not None:
+                            if wall > last_step_wall:
+                                duration_sum += wall - last_step_wall
+                            durations += 1
+                        last_step_wall = wall
+                        if batch_size is not None:
+                            self.samples_total += batch_size
+                        previous = step
+                else:
+                    self.step, self._last_step_wall, self.steps_total, self.step_backwards_total = (
+                        previous, last_step_wall, steps_total, backwards)
+                    self.step_duration_sum, self.step_duration_count = duration_sum, durations
+                    step = self._advance_step(step, wall, samples, tokens)
+                    previous, last_step_wall, steps_total, backwards = (
+                        self.step, self._last_step_wall, self.steps_total, self.step_backwards_total)
+                    duration_sum, durations = self.step_duration_sum, self.step_duration_count
+                logged_wall = wall
+                if by_runs:
+                    keys = tuple(metrics)
+                    if keys != run_keys:
+                        if run:
+                            self._aggregate_run(run_keys, run, rows)  # type: ignore[arg-type]
+                        run, run_keys = [], keys
+                    run.append((step, wall, metrics))
+                else:
+                    self._aggregate(metrics, step, wall, points, rows)
             except Exception as error:  # noqa: BLE001 - one odd point must not stop the drain
                 self._warn_once("point", type(error).__name__, "trainmon: skipped a logged point "
                                 "(log_metrics expects a mapping of name -> number): %r", error)
+        self._expected_seq = expected
+        self.step, self._last_step_wall, self.steps_total, self.step_backwards_total = (
+            previous, last_step_wall, steps_total, backwards)
+        self.step_duration_sum, self.step_duration_count = duration_sum, durations
+        if logged_wall is not None:
+            self.last_log_wall = logged_wall
+        if run:
+            self._aggregate_run(run_keys, run, rows)  # type: ignore[arg-type]
         if points:
-            self._hand_to_sink(points)
+            self._hand_to_sink(self.sink, points)
+        if rows:
+            self._hand_to_sink(self.row_sink, rows)
         return taken
+
+    def _aggregate_run(self, keys: tuple, run: list[Row], rows: list[Row] | None) -> None:
+        """Aggregate consecutive calls `run` ((step, wall time, metrics) each) that logged `keys` in this order:
+        column by column when every key is usable and every value a finite float (sum, max, min: builtins), else
+        call by call (`_aggregate`, which rejects, coerces and warns). The same result either way."""
+        columns = list(zip(*map(dict.values, map(_METRICS, run)), strict=True)) if keys else []
+        by_raw = self._by_raw
+        stats_of = []
+        clean = True  # every key normalised already: the calls' own dicts are the rows
+        for raw, column in zip(keys, columns, strict=True):
+            stats = by_raw.get(raw)  # a key not seen yet (or refused) goes call by call: `_aggregate` registers it
+            if stats is None or set(map(type, column)) != _FLOATS:
+                stats_of = None
+                break
+            total = sum(column)
+            if total - total != 0.0:  # a NaN or an infinity (or an overflow): value by value
+                stats_of = None
+                break
+            stats_of.append(stats)
+            clean = clean and raw == stats.key
+        if stats_of is None:
+            self._aggregate_calls(run, rows)
+            return
+        walls = list(map(_WALL, run))
+        first_sec, last_sec = int(min(walls)), int(max(walls))
+        if first_sec == last_sec:
+            spans = [(0, len(run), first_sec)]
+        else:  # the run crosses a second: one extremes bucket per second
+            secs = list(map(int, walls))
+            spans, start = [], 0
+            for position in range(1, len(secs) + 1):
+                if position == len(secs) or secs[position] != secs[start]:
+                    spans.append((start, position, secs[start]))
+                    start = position
+        ring = self.window_seconds + 1
+        for stats, column in zip(stats_of, columns, strict=True):
+            if not stats.exported:
+                stats.exported = True
+                self._stats[stats.key] = stats
+            stats.sum = sum(column, stats.sum)
+            stats.count += len(column)
+            stats.last = column[-1]
+            if stats.is_epoch:
+                self.epoch = column[-1]
+            for start, stop, sec in spans:
+                part = column if stop - start == len(column) else column[start:stop]
+                high, low, index = max(part), min(part), sec % ring
+                if stats.secs[index] != sec:
+                    stats.secs[index] = sec
+                    stats.maxs[index] = high
+                    stats.mins[index] = low
+                else:
+                    if high > stats.maxs[index]:
+                        stats.maxs[index] = high
+                    if low < stats.mins[index]:
+                        stats.mins[index] = low
+        if rows is not None and stats_of:
+            if clean:
+                rows.extend(run)
+            else:  # the same values under their normalised keys (two keys alike: the later value, as sent)
+                names = [stats.key for stats in stats_of]
+                rows.extend((step, wall, dict(zip(names, metrics.values(), strict=True)))
+                            for step, wall, metrics in run)
+
+    def _aggregate_calls(self, run: list[Row], rows: list[Row] | None) -> None:
+        for step, wall, metrics in run:
+            try:
+                self._aggregate(metrics, step, wall, None, rows)
+            except Exception as error:  # noqa: BLE001 - one odd point must not stop the drain
+                self._warn_once("point", type(error).__name__, "trainmon: skipped a logged point "
+                                "(log_metrics expects a mapping of name -> number): %r", error)
 
     def _advance_step(self, step: object, wall: float, samples: object, tokens: object) -> int:
         previous = self.step
@@ -198,15 +337,21 @@ class TrainingCollector:
             return 0.0
         return number
 
-    def _aggregate(self, metrics: Mapping, step: int, wall: float, points: list[Point] | None) -> None:
+    def _aggregate(self, metrics: dict, step: int, wall: float, points: list[Point] | None,
+                   rows: list[Row] | None) -> None:
         sec = int(wall)
         index = sec % (self.window_seconds + 1)  # this point's per-second bucket, the same ring size for every key
         by_raw = self._by_raw
+        # The row's values: `metrics` itself while every key is normalised already and every value a finite float
+        # (the common case: no new object); a new dict from the first key or value that is not.
+        values: dict | None = None if rows is not None else metrics
         for raw, value in metrics.items():
             stats = by_raw.get(raw)
             if stats is None:
                 stats = self._register(raw)
                 if stats is None:
+                    if values is None:
+                        values = _head(metrics, raw)
                     continue
             number = value if type(value) is float else coerce_value(value)
             if number is None:
@@ -215,6 +360,8 @@ class TrainingCollector:
                                 "trainmon: value %s of metric %r is not a real number; rejected "
                                 "(counted in trainmon_metric_rejected_total{reason=\"non_numeric\"})",
                                 _short(value), raw)
+                if values is None:
+                    values = _head(metrics, raw)
                 continue
             if not stats.exported:
                 stats.exported = True
@@ -223,15 +370,38 @@ class TrainingCollector:
             if number - number == 0.0:  # finite: inf - inf and nan - nan are nan
                 stats.sum += number
                 stats.count += 1
-                _update_extremes(stats, index, sec, number)
+                secs = stats.secs  # _update_extremes, inlined (the drain's hottest line)
+                if secs[index] != sec:
+                    secs[index] = sec
+                    stats.maxs[index] = number
+                    stats.mins[index] = number
+                elif number > stats.maxs[index]:
+                    stats.maxs[index] = number
+                elif number < stats.mins[index]:
+                    stats.mins[index] = number
+                if values is None:
+                    if value is not number or raw != stats.key:
+                        values = _head(metrics, raw)
+                        values[stats.key] = number
+                elif values is not metrics:
+                    values[stats.key] = number
             else:
                 stats.nonfinite += 1
                 if number == number:  # NaN has no place among extremes; +/-Inf has
                     _update_extremes(stats, index, sec, number)
+                if values is None:
+                    values = _head(metrics, raw)
+                if values is not metrics:
+                    values[stats.key] = json_value(number)
             if stats.is_epoch:
                 self.epoch = number
             if points is not None:
                 points.append((stats.key, step, number, wall))
+        if rows is not None:
+            if values is None:
+                values = metrics
+            if values:  # a call with no accepted value (or none at all) is no row
+                rows.append((step, wall, values))
 
     def _register(self, raw: object) -> _KeyStats | None:
         if raw in self._rejected_names:
@@ -250,15 +420,15 @@ class TrainingCollector:
         self._by_raw[raw] = stats
         return stats
 
-    def _hand_to_sink(self, points: list[Point]) -> None:
-        sink = self.sink
+    def _hand_to_sink(self, sink: Callable[[list], None] | None, items: list) -> None:
         if sink is None:
             return
         try:
-            sink(points)
+            sink(items)
         except Exception as error:  # noqa: BLE001 - a failing sink must never reach the trainer
-            self._count_dropped("sink_error", len(points))
-            self._warn_once("sink", "sink", "trainmon: point sink failed, %d points dropped: %s", len(points), error)
+            count = sum(len(item[2]) for item in items) if sink is self.row_sink else len(items)
+            self._count_dropped("sink_error", count)
+            self._warn_once("sink", sink, "trainmon: point sink failed, %d points dropped: %s", count, error)
 
     def _warn_once(self, kind: str, subject: object, message: str, *args: object) -> None:
         marker = (kind, subject if _hashable(subject) else repr(subject))
@@ -391,6 +561,16 @@ def _update_extremes(stats: _KeyStats, index: int, sec: int, number: float) -> N
         stats.maxs[index] = number
     elif number < stats.mins[index]:
         stats.mins[index] = number
+
+
+def _head(metrics: dict, stop: object) -> dict:
+    """The entries of `metrics` before the key `stop` (all of them accepted as they are: the row's values so far)."""
+    head = {}
+    for raw, value in metrics.items():
+        if raw is stop:
+            break
+        head[raw] = value
+    return head
 
 
 def _short(value: object, limit: int = 80) -> str:

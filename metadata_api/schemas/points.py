@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
 
 from fastapi import Query
-from pydantic import BaseModel, ConfigDict, Field, Strict
+from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 from trainmon.common.naming import MAX_KEY_LENGTH
-from trainmon.common.wire import NONFINITE_JSON
+from trainmon.common.wire import METRIC_VALUE_MESSAGE, NONFINITE_JSON
 from typing_extensions import NotRequired, TypedDict
 
 from .base import INT32_MAX, KEY_SCHEMA, BatchId, MetricValue, Page
@@ -24,27 +25,78 @@ RankQuery = Annotated[int, Query(ge=0, le=MAX_RANK, description="the rank whose 
 NonFinite = Literal[tuple(NONFINITE_JSON)]  # type: ignore[valid-type]
 
 
+Step = Annotated[int, Strict(), Field(ge=0, le=MAX_STEP)]
+Value = Annotated[Annotated[float, Strict()] | NonFinite,
+                  Field(union_mode="left_to_right", description='a number, or "NaN", "Infinity", "-Infinity"')]
+#: a metric key as sent; normalised by the route (`normalize_key`: NUL and other characters outside [A-Za-z0-9_]
+#: become "_")
+Key = Annotated[str, Field(min_length=1, max_length=MAX_KEY_LENGTH, json_schema_extra=KEY_SCHEMA)]
+WallTime = Annotated[Annotated[float, Strict()] | None,
+                     Field(ge=0, allow_inf_nan=False, description="unix seconds (absent or null: now)")]
+
+
 class PointIn(TypedDict):
     """One point as sent. A TypedDict validated entirely inside pydantic-core (no model instance, no Python
     callback per point: the ingest hot path); the route normalises `key` once per distinct key and maps the
     non-finite strings to floats."""
 
-    key: Annotated[str, Field(min_length=1, max_length=MAX_KEY_LENGTH, json_schema_extra=KEY_SCHEMA)]  # normalised
-    # by the route (`normalize_key`: NUL and other characters outside [A-Za-z0-9_] become "_")
-    step: Annotated[int, Strict(), Field(ge=0, le=MAX_STEP)]
-    value: Annotated[Annotated[float, Strict()] | NonFinite,
-                     Field(union_mode="left_to_right",
-                           description='a number, or "NaN", "Infinity", "-Infinity"')]
-    wall_time: NotRequired[Annotated[Annotated[float, Strict()] | None,
-                                     Field(ge=0, allow_inf_nan=False, description="unix seconds (default: now)")]]
+    key: Key
+    step: Step
+    value: Value
+    wall_time: NotRequired[WallTime]
+
+
+#: One log call: `[step, wall_time, {key: value, ...}]`, the step and wall time of all its values (what the SDK
+#: sends: no object per point). Validated inside pydantic-core like `PointIn`.
+Row = Annotated[tuple[Step, WallTime, Annotated[dict[Key, Value], Field(min_length=1)]],
+                Field(description="[step, wall_time (unix seconds, null: now), {key: value}]: one log call")]
+
+
+#: the `loc` tags of a value's union members in pydantic's errors
+_VALUE_TAGS = ("float", "literal[")
+
+
+def merge_row_value_errors(errors: Sequence[Any]) -> list[Any]:
+    """The per-member errors of a row value's union (number | "NaN"/"Infinity"/"-Infinity") as one error, as for
+    point objects (`parse_json_body`): loc ``body, rows, <row>, 2, <key>``."""
+    merged: dict[tuple[Any, ...], Any] = {}
+    for item in errors:
+        loc = tuple(item["loc"])
+        if len(loc) == 6 and loc[1] == "rows" and isinstance(loc[5], str) and loc[5].startswith(_VALUE_TAGS):
+            loc = loc[:5]
+            item = {"type": "metric_value", "loc": loc, "msg": METRIC_VALUE_MESSAGE, "input": item.get("input")}
+        merged.setdefault(loc, item)
+    return list(merged.values())
+
+
+def _one_form_schema(schema: dict[str, Any]) -> None:
+    for name in ("points", "rows"):
+        schema["properties"][name].pop("default", None)
+    schema["oneOf"] = [{"required": ["points"]}, {"required": ["rows"]}]
 
 
 class MetricBatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A batch of one rank's points, in one of two forms (exactly one): `points`, an object per point, or `rows`,
+    one per log call (`trainmon.common.wire`)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_one_form_schema)
 
     batch_id: BatchId
     rank: PointRank = 0
-    points: list[PointIn] = Field(min_length=1)
+    points: list[PointIn] = Field(None, min_length=1)  # type: ignore[assignment] - None: not given
+    rows: list[Row] = Field(None, min_length=1)  # type: ignore[assignment] - None: not given
+
+    @model_validator(mode="after")
+    def _one_form(self) -> MetricBatch:
+        if (self.points is None) == (self.rows is None):
+            raise ValueError("a metric batch has either `points` or `rows`")
+        return self
+
+    @property
+    def point_count(self) -> int:
+        if self.points is not None:
+            return len(self.points)
+        return sum(len(row[2]) for row in self.rows)
 
 
 class PointOut(BaseModel):

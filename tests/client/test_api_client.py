@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -77,3 +78,65 @@ def test_backoff_doubles_with_full_jitter_up_to_its_maximum() -> None:
     assert 0.5 <= delays[0] <= 1.0 and 1.0 <= delays[1] <= 2.0 and all(2.0 <= d <= 4.0 for d in delays[2:])
     backoff.reset()
     assert not backoff.active and backoff.next_delay() <= 1.0
+
+
+def test_metric_batches_travel_as_rows_and_are_spooled_as_point_objects() -> None:
+    rows = [(1, 10.0, {"loss": 0.5, "acc": "NaN"}), (2, 11.0, {"loss": 0.25})]
+    batch = MetricBatch("r", batch_id="b1", rows=rows, rank=2)
+    assert batch.rows_body() == {"batch_id": "b1", "rank": 2, "rows": rows}
+    assert batch.point_count() == 3
+    data = batch.to_json()  # the spool's form: what every version of `trainmon sync` reads
+    assert "rows" not in data and data["points"] == [
+        {"key": "loss", "step": 1, "value": 0.5, "wall_time": 10.0},
+        {"key": "acc", "step": 1, "value": "NaN", "wall_time": 10.0},
+        {"key": "loss", "step": 2, "value": 0.25, "wall_time": 11.0}]
+    again = decode(data)
+    assert again.to_json() == data and again.point_count() == 3 and again.rank == 2
+
+
+class OldApi:
+    """An API from before the rows form: it refuses the `rows` field as FastAPI does (an extra field)."""
+
+    def __init__(self) -> None:
+        self.points_only = False
+        self.batch_limit = None
+        self.bodies: list[dict] = []
+
+    def request(self, method: str, path: str, *, json_body: dict) -> dict:
+        self.bodies.append(json_body)
+        if "rows" in json_body:
+            detail = [{"type": "missing", "loc": ["body", "points"], "msg": "Field required", "input": json_body},
+                      {"type": "extra_forbidden", "loc": ["body", "rows"], "msg": "Extra inputs are not permitted"}]
+            raise ApiError(422, json.dumps(detail)[:500], method, path)
+        return {"accepted": len(json_body["points"]), "duplicate": False}
+
+
+def test_an_api_without_the_rows_form_gets_point_objects() -> None:
+    api = OldApi()
+    first = MetricBatch("r", batch_id="b1", rows=[(step, 10.0, {"loss": 0.5}) for step in range(100)])
+    assert first.send(api) == {"accepted": 100, "duplicate": False}  # type: ignore[arg-type]
+    assert [sorted(body) for body in api.bodies] == [["batch_id", "rank", "rows"], ["batch_id", "points", "rank"]]
+    assert api.points_only
+    MetricBatch("r", batch_id="b2", rows=[(2, 11.0, {"loss": 0.4})]).send(api)  # type: ignore[arg-type]
+    assert "points" in api.bodies[-1] and len(api.bodies) == 3  # straight to point objects from now on
+    with pytest.raises(ApiError):  # any other 422 is the record's own problem: rejected as before
+        MetricBatch("r", rows=[(1, 1.0, {"x": 1.0})]).send(_Refusing())  # type: ignore[arg-type]
+
+
+class _Refusing:
+    points_only = False
+    batch_limit = None
+
+    def request(self, method: str, path: str, *, json_body: dict) -> dict:
+        raise ApiError(422, '[{"type": "int_type", "loc": ["body", "rows", 0, 0]}]', method, path)
+
+
+def test_parts_of_a_batch_are_named_by_their_points_in_the_whole() -> None:
+    batch = MetricBatch("r", batch_id="B", rows=[(step, 1.0, {"a": 1.0, "b": 2.0}) for step in range(5)], rank=1)
+    parts = batch.parts(4)
+    assert [(part.batch_id, part.point_count(), part.rank) for part in parts] == [("B:0-4", 4, 1), ("B:4-8", 4, 1),
+                                                                                 ("B:8-10", 2, 1)]
+    assert [part.batch_id for part in parts[1].parts(2)] == ["B:4-6", "B:6-8"]  # as if cut from the whole
+    assert [part.batch_id for part in batch.parts(2)][2:4] == ["B:4-6", "B:6-8"]
+    wide = MetricBatch("r", batch_id="W", rows=[(7, 1.0, {f"k{index}": 1.0 for index in range(5)})])
+    assert [part.rows for part in wide.parts(2)][-1] == [(7, 1.0, {"k4": 1.0})]  # one call, cut by its keys

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 
 import numpy as np
 import pytest
@@ -162,6 +163,76 @@ def test_sink_receives_normalised_points_in_order_and_failures_are_contained() -
     failing.drain()
     assert dropped == [("sink_error", 2)]
     assert series(failing)[("trainmon_metric_value", ("key", "a"))] == 1.0
+
+
+def test_row_sink_gets_one_row_per_call_reusing_a_clean_call_as_it_is() -> None:
+    """The metadata API's seam: (step, wall_time, {key: value}) per log call; the logged dict itself when its keys
+    are normalised and its values finite floats, else a new dict by the wire contract, rejected values left out."""
+    rows: list[list[tuple]] = []
+    collector = make()
+    collector.row_sink = rows.append
+    clean = {"loss": 0.5, "acc": 0.25}
+    collector.buffer.append((clean, 7, T0, next(collector.sequence), None, None))
+    log(collector, {"loss": 0.4, "val/loss": 1, "acc": np.float32(0.5)}, wall=T0 + 1)
+    log(collector, {"a": 1.0, "///": 2.0, "b": "x", "c": math.nan, "d": -math.inf, "e": 3.0}, wall=T0 + 2)
+    log(collector, {"x b": 1.0, "x_b": 2.0}, wall=T0 + 3)  # one key after normalisation: the last value wins
+    log(collector, {"only": "text"}, wall=T0 + 4)  # no accepted value: no row
+    log(collector, {}, wall=T0 + 5)
+    collector.drain()
+    (got,) = rows
+    assert got[0] == (7, T0, {"loss": 0.5, "acc": 0.25}) and got[0][2] is clean
+    assert got[1:] == [(8, T0 + 1, {"loss": 0.4, "val_loss": 1.0, "acc": 0.5}),
+                       (9, T0 + 2, {"a": 1.0, "c": "NaN", "d": "-Infinity", "e": 3.0}),
+                       (10, T0 + 3, {"x_b": 2.0})]
+    assert all(type(value) in (float, str) for row in got for value in row[2].values())
+    assert series(collector)[("trainmon_metric_value", ("key", "x_b"))] == 2.0  # the exporter side is unchanged
+
+
+def test_a_failing_row_sink_counts_its_points_as_dropped() -> None:
+    dropped: list[tuple[str, int]] = []
+    collector = make(count_dropped=lambda reason, n: dropped.append((reason, n)))
+    points: list[list[tuple]] = []
+    collector.sink = points.append  # a caller's point sink works beside it
+
+    def broken(rows: list) -> None:
+        raise RuntimeError("queue gone")
+
+    collector.row_sink = broken
+    log(collector, {"a": 1.0, "b": 2.0}, 0)
+    log(collector, {"a": 1.0}, 1)
+    collector.drain()
+    assert dropped == [("sink_error", 3)] and len(points[0]) == 3
+
+
+def test_runs_of_calls_aggregate_exactly_like_calls_one_by_one() -> None:
+    """The drain aggregates runs of calls with the same keys column by column; a point sink makes it go call by
+    call. Random calls (keys that come and go, normalise alike or not at all; NaN, infinities, ints, numpy, text;
+    steps given, left out, backwards; calls across seconds): the same series, counts and rows either way."""
+    rng = random.Random(7)
+    keys = ["loss", "acc", "val/loss", "val_loss", "///", "epoch"]
+    values = [0.5, 1.25, -3.0, 1e300, math.nan, math.inf, -math.inf, 2, np.float64(0.75), "x", True]
+    calls = []
+    for index in range(3000):
+        chosen = keys[:2] if rng.random() < 0.7 else rng.sample(keys, rng.randint(0, 4))
+        metrics = {key: (rng.choice(values) if rng.random() < 0.1 else float(rng.randint(-8, 8)) / 4)
+                   for key in chosen}
+        step = None if rng.random() < 0.2 else rng.choice([index, index, index, index - 5])
+        calls.append((metrics, step, T0 + index * 0.013 + (2.0 if index > 2500 else 0.0)))
+    results = []
+    for one_by_one in (False, True):
+        collector = make(extrema_window=5)
+        rows: list[list[tuple]] = []
+        collector.row_sink = rows.append
+        if one_by_one:
+            collector.sink = lambda points: None
+        for start in range(0, len(calls), 700):  # several drains
+            for metrics, step, wall in calls[start:start + 700]:
+                log(collector, metrics, step, wall=wall)
+            collector.drain()
+        results.append(repr((sorted(series(collector, T0 + 3000 * 0.013).items()),  # repr: NaN equals NaN
+                             [row for batch in rows for row in batch], collector.rejected, collector.step,
+                             collector.steps_total, collector.step_backwards_total, collector.epoch)))
+    assert results[0] == results[1]
 
 
 def test_an_odd_point_does_not_stop_the_drain() -> None:

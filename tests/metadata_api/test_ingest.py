@@ -213,3 +213,80 @@ def test_a_request_that_fails_midway_leaves_nothing_behind(api: TestClient, monk
     monkeypatch.setattr(point_repo, "upsert_points", real_upsert)
     assert api.post("/api/runs/r/metrics", json=body).json() == {"accepted": 10, "duplicate": False}
     assert len(stored(api, experiment_id)) == 10
+
+
+# --- the rows form: [step, wall_time, {key: value}], one per log call (what the SDK sends) ---
+
+def rows_batch(batch_id: str, *rows: tuple[int, object, dict], rank: int | None = None) -> dict:
+    body: dict = {"batch_id": batch_id, "rows": [list(row) for row in rows]}
+    if rank is not None:
+        body["rank"] = rank
+    return body
+
+
+def test_rows_are_stored_like_points_and_replayed_once(api: TestClient) -> None:
+    experiment_id = start(api)
+    body = rows_batch("r-1", (1, 1_700_000_001.0, {"loss": 0.5, "val/acc": 1}),
+                      (2, None, {"loss": "NaN", "lr": "-Infinity"}))
+    first = api.post("/api/runs/r/metrics", json=body)
+    assert first.status_code == 200 and first.json() == {"accepted": 4, "duplicate": False}
+    assert api.post("/api/runs/r/metrics", json=body).json() == {"accepted": 4, "duplicate": True}
+    assert stored(api, experiment_id) == [("loss", 1, 0.5), ("loss", 2, "NaN"), ("lr", 2, "-Infinity"),
+                                          ("val_acc", 1, 1.0)]
+    series = api.get("/api/runs/r/metrics/loss").json()["points"]
+    assert series[0]["wall_time"] == 1_700_000_001.0 and series[1]["wall_time"] > 1_700_000_001.0  # null: now
+
+
+def test_rows_keep_the_rank_and_the_last_value_for_a_step(api: TestClient) -> None:
+    start(api)
+    body = rows_batch("r", (1, 1.0, {"loss": 1.0, "a b": 1.0}), (1, 2.0, {"loss": 3.0, "a_b": 2.0}), rank=3)
+    assert api.post("/api/runs/r/metrics", json=body).json() == {"accepted": 2, "duplicate": False}
+    points = api.get("/api/runs/r/metrics/loss", params={"rank": 3}).json()["points"]
+    assert [(p["step"], p["value"]) for p in points] == [(1, 3.0)]
+    assert api.get("/api/runs/r/metrics/a_b", params={"rank": 3}).json()["points"][0]["value"] == 2.0
+
+
+@pytest.mark.parametrize(("row", "loc"), [
+    ([1, 1.0, {"loss": "abc"}], [2, "loss"]),
+    ([1, 1.0, {"loss": True}], [2, "loss"]),
+    ([1, 1.0, {"loss": None}], [2, "loss"]),
+    ([1, 1.0, {"///": 1.0}], [2, "///", "[key]"]),
+    ([1, 1.0, {"": 1.0}], [2, "", "[key]"]),
+    ([1, 1.0, {}], [2]),
+    ([-1, 1.0, {"loss": 1.0}], [0]),
+    ([1.5, 1.0, {"loss": 1.0}], [0]),
+    ([1, "Infinity", {"loss": 1.0}], [1]),
+    ([1, -1.0, {"loss": 1.0}], [1]),
+    ([1, 1.0], [2]),
+    ([1, 1.0, {"loss": 1.0}, 4], []),
+    ({"step": 1, "values": {"loss": 1.0}}, []),
+])
+def test_bad_rows_are_422_naming_the_row(api: TestClient, row: object, loc: list) -> None:
+    experiment_id = start(api)
+    good = [0, 1.0, {"ok": 1.0}]
+    response = api.post("/api/runs/r/metrics", json={"batch_id": "b", "rows": [good, row]})
+    assert response.status_code == 422
+    assert [error["loc"] for error in response.json()["detail"]] == [["body", "rows", 1, *loc]]
+    assert stored(api, experiment_id) == []
+    assert api.post("/api/runs/r/metrics", json={"batch_id": "b", "rows": [good]}).json()["duplicate"] is False
+
+
+def test_a_batch_has_either_points_or_rows(api: TestClient) -> None:
+    start(api)
+    point = {"key": "a", "step": 1, "value": 1.0}
+    for body, loc in [({"batch_id": "b"}, ["body"]),
+                      ({"batch_id": "b", "points": [point], "rows": [[1, 1.0, {"a": 1.0}]]}, ["body"]),
+                      ({"batch_id": "b", "rows": []}, ["body", "rows"]),
+                      ({"batch_id": "b", "rows": None}, ["body", "rows"]),
+                      ({"batch_id": "b", "points": None, "rows": [[1, 1.0, {"a": 1.0}]]}, ["body", "points"])]:
+        response = api.post("/api/runs/r/metrics", json=body)
+        assert response.status_code == 422 and response.json()["detail"][0]["loc"] == loc, (body, response.text)
+
+
+def test_too_many_points_in_rows_is_413(make_api: Callable[..., TestClient]) -> None:
+    api = make_api(max_points_per_batch=10)
+    start(api)
+    rows = [(step, 1.0, {"a": 1.0, "b": 2.0}) for step in range(6)]  # 12 points in 6 rows
+    response = api.post("/api/runs/r/metrics", json=rows_batch("b", *rows))
+    assert response.status_code == 413 and "12 points" in response.json()["detail"]
+    assert api.post("/api/runs/r/metrics", json=rows_batch("b", *rows[:5])).status_code == 200
