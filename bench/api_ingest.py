@@ -3,9 +3,11 @@ exporter's shipper sends them) via a live uvicorn (`python -m trainmon.metadata_
 the same rows, one transaction a batch, into a database migrated the same way, in the same run: SQLite (a file each,
 `sqlite3`), or with `--postgres` a throwaway PostgreSQL cluster started the way the tests start one (a database
 each, `psycopg`). Goal: HTTP >= 60 % of raw. Request bodies are JSON-encoded before the clock starts (the server
-is measured, not the client). Prints the median of each over the rounds and their ratio.
+is measured, not the client). Bodies carry `rows` (one `[step, wall_time, {key: value}]` a logged step: what the
+SDK sends), or with `--form points` one object a point. Prints the median of each over the rounds and their ratio.
 
     .venv/bin/python bench/api_ingest.py [--points 200000] [--batch 5000] [--rounds 3] [--postgres]
+                                         [--form rows|points]
 """
 
 from __future__ import annotations
@@ -46,13 +48,21 @@ def make_points(count: int) -> list[tuple[str, int, float, float]]:
     return points
 
 
-def http_round(http: requests.Session, url: str, run_id: str, points: list, batch: int) -> float:
+def body(batch_id: str, chunk: list[tuple[str, int, float, float]], form: str) -> bytes:
+    """One request body of `chunk` in the `rows` or `points` form."""
+    if form == "points":
+        return json.dumps({"batch_id": batch_id, "points": [{"key": k, "step": s, "value": v, "wall_time": w}
+                                                            for k, s, v, w in chunk]}).encode()
+    rows: dict[int, list] = {}
+    for key, step, value, wall_time in chunk:
+        rows.setdefault(step, [step, wall_time, {}])[2][key] = value
+    return json.dumps({"batch_id": batch_id, "rows": list(rows.values())}).encode()
+
+
+def http_round(http: requests.Session, url: str, run_id: str, points: list, batch: int, form: str) -> float:
     """Points/s for one run's points posted in batches."""
     http.post(f"{url}/api/runs", json={"experiment": "bench-ingest", "run_id": run_id}, timeout=30).raise_for_status()
-    bodies = []
-    for start in range(0, len(points), batch):
-        chunk = [{"key": k, "step": s, "value": v, "wall_time": w} for k, s, v, w in points[start:start + batch]]
-        bodies.append(json.dumps({"batch_id": f"{run_id}-{start}", "points": chunk}).encode())
+    bodies = [body(f"{run_id}-{start}", points[start:start + batch], form) for start in range(0, len(points), batch)]
     headers = {"Content-Type": "application/json"}
     started = time.perf_counter()
     for body in bodies:
@@ -151,6 +161,8 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL instead of SQLite files")
+    parser.add_argument("--form", choices=("rows", "points"), default="rows",
+                        help="request bodies as the SDK sends them (rows) or one object a point")
     args = parser.parse_args()
     points = make_points(args.points)
     with tempfile.TemporaryDirectory(prefix="trainmon-bench-") as tmp:
@@ -158,13 +170,14 @@ def main() -> int:
         with databases(args.postgres, workdir) as (api_url, connect), \
                 run_api(api_url, workdir, log_name="server.log") as url, requests.Session() as http:
             rates = alternating_rounds(args.rounds, {
-                "http": lambda index: http_round(http, url, f"http-{index}", points, args.batch),
+                "http": lambda index: http_round(http, url, f"http-{index}", points, args.batch, args.form),
                 "raw": lambda index: raw_round(connect, f"raw-{index}", points, args.batch)})
     http_rates, raw_rates = rates["http"], rates["raw"]
     http_rate, raw_rate = statistics.median(http_rates), statistics.median(raw_rates)
     ratio = http_rate / raw_rate
     database, driver = ("PostgreSQL", "psycopg") if args.postgres else ("SQLite", "sqlite3")
-    print(f"http   median {http_rate:12,.0f} points/s  ({database}; {args.points} points, batches of {args.batch}, "
+    print(f"http   median {http_rate:12,.0f} points/s  ({database}, {args.form}; {args.points} points, "
+          f"batches of {args.batch}, "
           f"{args.rounds} rounds: {', '.join(f'{r:,.0f}' for r in http_rates)})")
     print(f"raw    median {raw_rate:12,.0f} points/s  ({driver} executemany, same rows, same batches)")
     print(f"ratio  http/raw {ratio:.1%}; goal >= {GOAL:.0%}: {'met' if ratio >= GOAL else 'MISSED'}")

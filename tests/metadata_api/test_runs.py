@@ -176,8 +176,11 @@ def test_openapi_lists_the_core_endpoints(api: TestClient) -> None:
                  "/api/experiments", "/api/experiments/{experiment_id}", "/api/metrics/{experiment_id}", "/api/sd"):
         assert path in paths, path
     ingest = paths["/api/runs/{run_id}/metrics"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert set(ingest["required"]) == {"batch_id", "points"}
-    assert set(ingest["properties"]["points"]["items"]["properties"]) == {"key", "step", "value", "wall_time"}
+    assert set(ingest["required"]) == {"batch_id"}  # and exactly one of points / rows (checked by the route)
+    assert {"batch_id", "rank", "points", "rows"} <= set(ingest["properties"])
+    points = ingest["properties"]["points"]
+    items = (points.get("items") or next(o for o in points["anyOf"] if o.get("type") == "array")["items"])
+    assert set(items["properties"]) == {"key", "step", "value", "wall_time"}
 
 
 def test_logs_are_json_with_the_documented_fields() -> None:
