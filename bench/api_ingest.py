@@ -48,7 +48,7 @@ def make_points(count: int) -> list[tuple[str, int, float, float]]:
     return points
 
 
-def body(batch_id: str, chunk: list[tuple[str, int, float, float]], form: str) -> bytes:
+def request_body(batch_id: str, chunk: list[tuple[str, int, float, float]], form: str) -> bytes:
     """One request body of `chunk` in the `rows` or `points` form."""
     if form == "points":
         return json.dumps({"batch_id": batch_id, "points": [{"key": k, "step": s, "value": v, "wall_time": w}
@@ -62,7 +62,8 @@ def body(batch_id: str, chunk: list[tuple[str, int, float, float]], form: str) -
 def http_round(http: requests.Session, url: str, run_id: str, points: list, batch: int, form: str) -> float:
     """Points/s for one run's points posted in batches."""
     http.post(f"{url}/api/runs", json={"experiment": "bench-ingest", "run_id": run_id}, timeout=30).raise_for_status()
-    bodies = [body(f"{run_id}-{start}", points[start:start + batch], form) for start in range(0, len(points), batch)]
+    bodies = [request_body(f"{run_id}-{start}", points[start:start + batch], form)
+              for start in range(0, len(points), batch)]
     headers = {"Content-Type": "application/json"}
     started = time.perf_counter()
     for body in bodies:
