@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from trainmon.common.statuses import final_status
-from trainmon.common.wire import Point, json_safe
+from trainmon.common.wire import json_safe
 
 from . import discovery, pending_status
 from .api_client import ApiClient, ApiError, ApiUnavailable, quote_segment
@@ -172,12 +172,6 @@ class RunRecorder:
         return self.shipper is not None
 
     # --- what the public methods hand over ---
-
-    def offer_points(self, points: list[Point]) -> None:
-        """The drain's sink. The shipper sends them as this rank's points (each rank's history is its own series
-        on the API)."""
-        if self.shipper is not None:
-            self.shipper.offer_points(points)
 
     def offer_log_line(self, line: dict[str, Any]) -> None:
         if self.shipper is not None:

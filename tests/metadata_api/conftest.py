@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from support.procs import fresh_postgres_database
 from trainmon.metadata_api.app import create_app
@@ -71,5 +72,15 @@ def session_factory(api: TestClient, api_settings: Settings) -> Iterator[session
     engine = make_engine(api_settings.database_url)
     try:
         yield write_sessions(engine)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """An engine on the test database, not migrated (the migration tests drive Alembic themselves)."""
+    engine = make_engine(database_url)
+    try:
+        yield engine
     finally:
         engine.dispose()

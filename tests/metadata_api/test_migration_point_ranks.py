@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timezone
 
-import pytest
 from sqlalchemy import Connection, Engine, text
 from trainmon.metadata_api import migrations
-from trainmon.metadata_api.db import make_engine
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 KEYS_0005 = {"loss": 0.0, "loss_rank1": 1.0, "loss_rank12": 12.0, "solo_rank3": 3.0, "loss_rank01": 5.0}
 BLOCKS = ("SELECT run_key, rank, key, block, first_step, last_step, count, min_value, max_value, nan_step, "
           "pos_inf_step, neg_inf_step FROM metric_blocks ORDER BY run_key, rank, key, block")
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
 
 
 def _rows_0005(connection: Connection) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import pytest
@@ -12,19 +11,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, Engine, inspect, text
 from trainmon.metadata_api import migrations
-from trainmon.metadata_api.db import make_engine
 from trainmon.metadata_api.models import Base
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
 
 
 def schema_differences(engine: Engine) -> list:
