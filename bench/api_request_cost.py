@@ -4,7 +4,8 @@ file or with `--postgres` a throwaway PostgreSQL), with an API token configured 
 
 The server process's CPU time (user + system, psutil) is read before and after each mode's requests, so the client
 (this process) is not counted. Modes, in alternating rounds:
-- `ingest`: the batches (each rank's own, `"rank": N` as the SDK sends them, 25 new steps x 4 keys);
+- `ingest`: the batches (each rank's own, `"rank": N` as the SDK sends them, 25 new steps x 4 keys), in the form
+  the SDK sends (`rows`, one per log call) or with `--form points` one object per point;
 - `healthz`: `GET /healthz` on the same API (every middleware, no body, no database);
 - `bare`: the same POSTs to a bare Starlette app under the same uvicorn settings that reads the body and answers
   the same JSON (the floor: HTTP parsing, the event loop, the ASGI call; what any implementation pays).
@@ -16,7 +17,8 @@ code only; SQLite and socket I/O release the GIL, `perf record -p PID` shows tho
 collapsed stacks; `--profile FILE` runs the API under yappi (pstats; deterministic, so it inflates Python calls).
 
     .venv/bin/python bench/api_request_cost.py [--ranks 64] [--requests 640] [--rounds 7] [--points 100]
-                                               [--postgres] [--open] [--separate-runs] [--py-spy FILE]
+                                               [--postgres] [--open] [--separate-runs] [--form rows|points]
+                                               [--py-spy FILE]
 """
 
 from __future__ import annotations
@@ -95,9 +97,11 @@ def serve_profiled(path: str, port: int) -> None:
 class Ranks:
     """One keep-alive connection per rank; each rank's next batch covers its next steps."""
 
-    def __init__(self, port: int, ranks: int, points: int, token: str | None, separate_runs: bool):
+    def __init__(self, port: int, ranks: int, points: int, token: str | None, separate_runs: bool,
+                 form: str = "rows"):
         self.connections = [http.client.HTTPConnection(LOOPBACK, port) for _ in range(ranks)]
         self.points = points
+        self.form = form
         self.separate_runs = separate_runs
         self.headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
         self.next_step = [0] * ranks
@@ -143,7 +147,16 @@ class Ranks:
                       for offset in range(steps) for slot, key in enumerate(keys)][:self.points]
             self.next_step[rank] = first + steps
             self.sent += 1
-            body = orjson.dumps({"batch_id": f"b{self.sent}-{rank}", "rank": rank, "points": points})
+            batch: dict = {"batch_id": f"b{self.sent}-{rank}", "rank": rank}
+            if self.form == "points":
+                batch["points"] = points
+            else:
+                rows: dict[int, list] = {}
+                for point in points:
+                    rows.setdefault(point["step"], [point["step"], point["wall_time"], {}])[2][point["key"]] = \
+                        point["value"]
+                batch["rows"] = list(rows.values())
+            body = orjson.dumps(batch)
             made.append((rank, f"/api/runs/{self.run_id(rank)}/metrics", body))
         return made
 
@@ -175,6 +188,8 @@ def main() -> int:
     parser.add_argument("--points", type=int, default=100, help="points per batch")
     parser.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL instead of a SQLite file")
     parser.add_argument("--open", action="store_true", help="no API token (the open, loopback-only API)")
+    parser.add_argument("--form", choices=("rows", "points"), default="rows",
+                        help="the batch form: rows (one per log call, as the SDK sends) or points (an object each)")
     parser.add_argument("--separate-runs", action="store_true", help="one run per rank instead of one shared run")
     parser.add_argument("--profile", metavar="PSTATS", help="run the API under yappi and save its profile here "
                         "(figures then include the profiler's overhead)")
@@ -210,8 +225,8 @@ def main() -> int:
                         command=command, log_name="api.log")
         floor = start_api(api_environment(url, workdir, floor_port), workdir, floor_port,
                           command=(sys.executable, __file__, "--serve-floor"), log_name="floor.log")
-        api_ranks = Ranks(api_port, args.ranks, args.points, token, args.separate_runs)
-        floor_ranks = Ranks(floor_port, args.ranks, args.points, token, args.separate_runs)
+        api_ranks = Ranks(api_port, args.ranks, args.points, token, args.separate_runs, args.form)
+        floor_ranks = Ranks(floor_port, args.ranks, args.points, token, args.separate_runs, args.form)
         postgres_cpu: list[float] = []
         try:
             api_ranks.register()
@@ -269,7 +284,7 @@ def main() -> int:
             api.stop()
             floor.stop()
     database = "PostgreSQL" if args.postgres else "SQLite"
-    print(f"{args.ranks} ranks, {args.points}-point batches, {database}, "
+    print(f"{args.ranks} ranks, {args.points}-point batches ({args.form}), {database}, "
           f"{'no token' if args.open else 'write token'}; {args.requests} requests per mode, {args.rounds} rounds; "
           "API process CPU per request:")
     if "bare" not in samples:

@@ -12,10 +12,11 @@ import hashlib
 import ipaddress
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import bindparam, exists, select
 from sqlalchemy.orm import Session
 
+from .db import connection_of, param_mark
 from .models import ApiToken, TokenScope
 from .repositories.projects import get_or_create_project
 
@@ -60,26 +61,25 @@ def create_token(session: Session, project: str, scope: TokenScope | str, descri
     return token
 
 
-# Every request runs one of these, so they are built once and run on the session's connection (Core, no ORM
-# entities): a cached statement costs a few tens of microseconds, building one and loading an entity five times that.
-# They are not cached across requests: a token created or revoked (by `trainmon token`, another process or
-# replica) counts from the next request on.
-_ANY_TOKEN = select(exists().where(ApiToken.revoked_at.is_(None)))
-_TOKEN = select(ApiToken.project_id, ApiToken.scope).where(ApiToken.token_hash == bindparam("token_hash"),
-                                                           ApiToken.revoked_at.is_(None))
+# Every request runs one of these, so they are driver-level SQL on the session's (or the ingest path's) connection:
+# no statement to build, no ORM entity. They are not cached across requests: a token created or revoked (by
+# `trainmon token`, another process or replica) counts from the next request on.
+_ANY_TOKEN = "SELECT 1 FROM api_tokens WHERE revoked_at IS NULL LIMIT 1"
+_TOKEN = "SELECT project_id, scope FROM api_tokens WHERE token_hash = {} AND revoked_at IS NULL"
 
 
-def tokens_exist(session: Session) -> bool:
+def tokens_exist(database: Session | Any) -> bool:
     """Whether any unrevoked token exists (then the API is closed: every `/api` request needs one)."""
-    return bool(session.connection().execute(_ANY_TOKEN).scalar())
+    return connection_of(database).exec_driver_sql(_ANY_TOKEN).scalar() is not None
 
 
-def resolve_token(session: Session, token: str) -> Principal | None:
+def resolve_token(database: Session | Any, token: str) -> Principal | None:
     """The principal of a bearer token, or None when it is unknown or revoked."""
-    row = session.connection().execute(_TOKEN, {"token_hash": hash_token(token)}).first()
+    connection = connection_of(database)
+    row = connection.exec_driver_sql(_TOKEN.format(param_mark(connection)), (hash_token(token),)).first()
     if row is None:
         return None
-    return Principal(project_id=row.project_id, scope=TokenScope(row.scope))
+    return Principal(project_id=row[0], scope=TokenScope(row[1]))
 
 
 def is_loopback(host: str) -> bool:

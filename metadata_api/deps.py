@@ -129,17 +129,19 @@ ProjectQuery = Annotated[Text | None, Query(min_length=1, max_length=NAME_LENGTH
 
 
 def resolve_run(session: Session, principal: auth.Principal, run_id: str, project: str | None = None,
-                write: bool = False, field: str = "run_id") -> Run:
-    """The run `run_id` names for this caller (rules above), access checked; 404/403/409 naming `field`."""
+                write: bool = False, field: str = "run_id", refs_only: bool = False) -> Run:
+    """The run `run_id` names for this caller (rules above), access checked; 404/403/409 naming `field`. With
+    `refs_only`, its `run_repo.RunRef` instead (then `session` may be any connection, e.g. the ingest path's)."""
     project_id = principal.project_id
     if project is not None:
-        named = project_repo.find_project(session, project)
-        if not principal.open and (named is None or named.id != principal.project_id):
+        named = project_repo.project_id_of(session, project)
+        if not principal.open and named != principal.project_id:
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"project: this token cannot access project {project!r}")
         if named is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"project: no project {project!r}")
-        project_id = named.id
-    found = run_repo.find_runs(session, run_id, project_id, for_write=write)
+        project_id = named
+    found = run_repo.find_run_refs(session, run_id, project_id) if refs_only \
+        else run_repo.find_runs(session, run_id, project_id, for_write=write)
     if not found:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"{field}: no run {run_id!r}")
     if len(found) > 1:

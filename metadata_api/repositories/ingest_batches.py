@@ -2,30 +2,31 @@
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, select, text
+from typing import Any
+
 from sqlalchemy.orm import Session
 
-from ..db import UTCDateTime, utcnow
-from ..models import IngestBatch
+from ..db import connection_of, datetime_codec, param_mark, utcnow
 
-# Built once (the hot path of every ingest request): the same text on SQLite and PostgreSQL; RETURNING, because
-# rowcount is not reliable across drivers.
-_CLAIM = text("INSERT INTO ingest_batches (run_key, kind, batch_id, accepted, created_at) "
-              "VALUES (:run_key, :kind, :batch_id, :accepted, :created_at) "
-              "ON CONFLICT (run_key, kind, batch_id) DO NOTHING RETURNING run_key").bindparams(
-    bindparam("created_at", type_=UTCDateTime()))
+# The hot path of every ingest request: driver-level SQL, the same text on SQLite and PostgreSQL; RETURNING,
+# because rowcount is not reliable across drivers.
+_CLAIM = ("INSERT INTO ingest_batches (run_key, kind, batch_id, accepted, created_at) VALUES ({0}, {0}, {0}, {0}, {0}) "
+          "ON CONFLICT (run_key, kind, batch_id) DO NOTHING RETURNING run_key")
+_STORED = "SELECT accepted FROM ingest_batches WHERE run_key = {0} AND kind = {0} AND batch_id = {0}"
 
 
-def claim_batch(session: Session, run_key: int, kind: str, batch_id: str, accepted: int) -> bool:
+def claim_batch(database: Session | Any, run_key: int, kind: str, batch_id: str, accepted: int) -> bool:
     """Record `batch_id` for this run and kind; False when it was already stored (a replay).
 
     Called in the same transaction as the rows it guards: both commit, or neither does.
     """
-    values = {"run_key": run_key, "kind": kind, "batch_id": batch_id, "accepted": accepted, "created_at": utcnow()}
-    return session.execute(_CLAIM, values).first() is not None
+    connection = connection_of(database)
+    created_at = datetime_codec(connection.dialect)[0](utcnow())
+    return connection.exec_driver_sql(_CLAIM.format(param_mark(connection)),
+                                      (run_key, kind, batch_id, accepted, created_at)).first() is not None
 
 
-def stored_count(session: Session, run_key: int, kind: str, batch_id: str) -> int | None:
+def stored_count(database: Session | Any, run_key: int, kind: str, batch_id: str) -> int | None:
     """How many items the stored batch accepted (None when unknown)."""
-    return session.scalar(select(IngestBatch.accepted).where(
-        IngestBatch.run_key == run_key, IngestBatch.kind == kind, IngestBatch.batch_id == batch_id))
+    connection = connection_of(database)
+    return connection.exec_driver_sql(_STORED.format(param_mark(connection)), (run_key, kind, batch_id)).scalar()

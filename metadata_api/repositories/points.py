@@ -4,18 +4,19 @@ experiment's points. One series of a run, reduced or paged, is `repositories.ser
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ..db import SPECIAL_FINITE, decode_value, encode_value
+from ..db import SPECIAL_FINITE, connection_of, decode_value, encode_value
 from ..models import MetricPoint, Run
 from . import series_blocks
 
 PointRow = tuple[str, int, float, float]  # key, step, value, wall_time
 
 
-def upsert_points(session: Session, run_key: int, rank: int, points: Sequence[PointRow]) -> int:
+def upsert_points(database: Session | Any, run_key: int, rank: int, points: Sequence[PointRow]) -> int:
     """Store `points` of one rank (one per (key, step): the route keeps the last point given for each); a (key, step)
     already stored gets the new value and wall time, and the series' block summaries are recomputed where the
     points changed (see `series_blocks`). Returns the rows written.
@@ -30,7 +31,7 @@ def upsert_points(session: Session, run_key: int, rank: int, points: Sequence[Po
         else:
             rows.append((run_key, rank, key, step, *encode_value(value), wall_time))
     if rows:
-        connection = session.connection()
+        connection = connection_of(database)
         if connection.dialect.name == "postgresql":
             rows.sort()  # one lock order for every writer: concurrent overlapping batches cannot deadlock
         connection.exec_driver_sql(_upsert_sql(connection.dialect.paramstyle), rows)

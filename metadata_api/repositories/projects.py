@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ..db import utcnow
+from ..db import connection_of, param_mark, utcnow
 from ..models import Experiment, Project, Run
 from .upsert import insert_ignore
 
@@ -23,6 +24,13 @@ def get_or_create_project(session: Session, name: str) -> Project:
 
 def find_project(session: Session, name: str) -> Project | None:
     return session.scalar(select(Project).where(Project.name == name))
+
+
+def project_id_of(database: Session | Any, name: str) -> int | None:
+    """The id of the project named `name` (None: no such project), on any connection (driver-level SQL)."""
+    connection = connection_of(database)
+    return connection.exec_driver_sql(f"SELECT id FROM projects WHERE name = {param_mark(connection)}",
+                                      (name,)).scalar()
 
 
 def get_or_create_experiment(session: Session, project: Project, name: str) -> Experiment:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
+from ..db import connection_of, datetime_codec, param_mark
 from ..models import Experiment, Run, RunEndpoint, RunStatus, RunTag
 from .upsert import upsert_many
 
@@ -42,6 +43,29 @@ def find_runs(session: Session, run_id: str, project_id: int | None = None, for_
     run and its experiment are loaded (what the access check needs), in one query."""
     query = _RUNS_BY_ID[(project_id is not None, for_write)]
     return list(session.scalars(query, {"run_id": run_id, "project_id": project_id}))
+
+
+class RunRef(NamedTuple):
+    """What a write that needs only a run's identity and liveness reads of it (metric ingest, its hot path)."""
+
+    key: int
+    project_id: int
+    status: str
+    last_heartbeat: datetime
+
+
+def find_run_refs(database: Session | Any, run_id: str, project_id: int | None = None) -> list[RunRef]:
+    """`find_runs` as `RunRef`s, on any connection (driver-level SQL: no statement to build, no entity)."""
+    connection = connection_of(database)
+    mark = param_mark(connection)
+    sql = f"SELECT key, project_id, status, last_heartbeat FROM runs WHERE id = {mark}"
+    parameters: tuple = (run_id,)
+    if project_id is not None:
+        sql += f" AND project_id = {mark}"
+        parameters = (run_id, project_id)
+    from_driver = datetime_codec(connection.dialect)[1]
+    return [RunRef(key, project, status, from_driver(heartbeat))
+            for key, project, status, heartbeat in connection.exec_driver_sql(sql + " ORDER BY key", parameters)]
 
 
 def lock(session: Session, run: Run) -> None:
@@ -98,8 +122,11 @@ def set_tags(session: Session, run_key: int, tags: Mapping[str, str]) -> None:
     upsert_many(session, RunTag.__table__, rows, ["run_key", "key"], ["value"])
 
 
-def touch_heartbeat(session: Session, run_key: int, now: datetime) -> None:
-    session.execute(update(Run).where(Run.key == run_key).values(last_heartbeat=now))
+def touch_heartbeat(database: Session | Any, run_key: int, now: datetime) -> None:
+    connection = connection_of(database)
+    mark = param_mark(connection)
+    connection.exec_driver_sql(f"UPDATE runs SET last_heartbeat = {mark} WHERE key = {mark}",
+                               (datetime_codec(connection.dialect)[0](now), run_key))
 
 
 def set_params(run: Run, params: dict[str, Any]) -> None:

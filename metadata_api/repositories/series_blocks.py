@@ -178,17 +178,17 @@ def _batch_aggregates(rows: Sequence[Sequence]) -> dict[tuple[str, int], list]:
 
 def _stored_blocks(connection: Connection, run_key: int, rank: int,
                    batch: dict[tuple[str, int], list]) -> dict[tuple, tuple]:
-    """The stored rows of the blocks in `batch`, by (key, block): one range read per key."""
-    spans: dict[str, list[int]] = {}
-    for key, block in batch:
-        span = spans.setdefault(key, [block, block])
-        span[0], span[1] = min(span[0], block), max(span[1], block)
+    """The stored rows of the blocks in `batch`, by (key, block): one statement, a range read per key (a batch's
+    keys usually span the same blocks)."""
+    keys = sorted({key for key, _block in batch})
+    blocks = [block for _key, block in batch]
     mark = _mark(connection)
     stored: dict[tuple, tuple] = {}
-    for key, (low, high) in spans.items():
-        for block, *columns in connection.exec_driver_sql(
-                f"SELECT block, {', '.join(_BLOCK_COLUMNS)} FROM metric_blocks WHERE {OF_SERIES.format(mark)} "
-                f"AND block BETWEEN {mark} AND {mark}", (run_key, rank, key, low, high)):
+    for key, block, *columns in connection.exec_driver_sql(
+            f"SELECT key, block, {', '.join(_BLOCK_COLUMNS)} FROM metric_blocks WHERE run_key = {mark} AND "
+            f"rank = {mark} AND key IN ({', '.join([mark] * len(keys))}) AND block BETWEEN {mark} AND {mark}",
+            (run_key, rank, *keys, min(blocks), max(blocks))):
+        if (key, block) in batch:
             stored[(key, block)] = tuple(columns)
     return stored
 

@@ -12,23 +12,33 @@ Idempotency, two layers:
   from a checkpoint re-logs those steps, and the re-run is the run's history now. Within one batch the last
   point for a (key, step) wins.
 The batch row and its points commit in one transaction: a batch is stored whole or not at all.
+
+Cost: this is the API's hottest request (64 ranks send one every second or so), so it is one `async` route that
+reads the body and stores it (`store_metric_batch`) in one transaction of driver-level SQL (`db.DriverConnection`:
+no statement building, no ORM entity), and writes its answer as bytes (no response-model pass). On SQLite a small
+batch (<= INLINE_MAX_BYTES) is stored right on the event loop when the write lock is free (`db.WriterBusy`
+otherwise: nothing waits on the loop), which saves the hand-off to a worker thread (about 0.25 ms of CPU, more
+than the rest of the request's Python); a larger batch, a busy database and PostgreSQL (network round trips) go
+to a worker thread. The checks and answers are those of every other route.
 """
 
 from __future__ import annotations
 
 import time
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+import orjson
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 from trainmon.common.naming import normalize_key
 from trainmon.common.wire import NONFINITE_JSON
 
 from .. import errors
-from ..db import utcnow
-from ..deps import SessionDep, SettingsDep, TelemetryDep, WritableRun
+from ..db import WriterBusy, can_write_without_waiting, driver_transaction, utcnow
+from ..deps import ProjectQuery, RunIdPath, principal_of, resolve_run
 from ..models import RunStatus
 from ..repositories import ingest_batches
 from ..repositories import points as point_repo
@@ -39,19 +49,18 @@ from ..schemas.points import Row, merge_row_value_errors
 router = APIRouter(prefix="/api", tags=["metrics"])
 KIND = "metrics"
 HEARTBEAT_RESOLUTION = timedelta(seconds=1)
+_JSON = "application/json"
+#: bodies up to this size may be stored on the event loop (about 2,000 points in the rows form: a few ms at most)
+INLINE_MAX_BYTES = 64 * 1024
 
 
-async def metric_batch(request: Request) -> MetricBatch:
-    """The request body as a MetricBatch, parsed and validated by pydantic-core in one pass (the hot path)."""
-    try:
-        body = await request.body()
-    except ClientDisconnect:  # the client went away, or BodyLimitMiddleware already answered 413
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "body: incomplete request body") from None
+def parse_metric_batch(body: bytes) -> MetricBatch:
+    """The request body as a MetricBatch, parsed and validated by pydantic-core in one pass (422 naming the
+    point)."""
     try:
         return parse_json_body(MetricBatch, body)
     except RequestValidationError as error:
         raise RequestValidationError(merge_row_value_errors(error.errors()), body=body) from None
-
 
 def point_rows(points: list[PointIn], now: float) -> list[point_repo.PointRow]:
     """(key, step, value, wall_time) for each (key, step), the last point given for it; keys are normalised once
@@ -96,22 +105,47 @@ def _key(given: str, loc: tuple[Any, ...]) -> str:
              responses={
                         413: errors.error("body over MAX_BODY_BYTES or over MAX_POINTS_PER_BATCH points")},
              openapi_extra=openapi_body(MetricBatch))
-def ingest_metrics(body: Annotated[MetricBatch, Depends(metric_batch)], run: WritableRun, session: SessionDep,
-                   settings: SettingsDep, telemetry: TelemetryDep) -> IngestResult:
-    count = body.point_count
-    if count > settings.max_points_per_batch:
-        field = "points" if body.points is not None else "rows"
-        raise HTTPException(413, f"{field}: {count} points, at most {settings.max_points_per_batch} a batch")
+async def ingest_metrics(request: Request, run_id: RunIdPath, project: ProjectQuery = None) -> Response:
+    try:
+        body = await request.body()
+    except ClientDisconnect:  # the client went away, or the body limit already answered 413
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "body: incomplete request body") from None
+    accepted, duplicate = await store_in_place_or_thread(request, run_id, project, body)
+    if not duplicate:
+        request.app.state.telemetry.points_ingested.inc(accepted)
+    return Response(orjson.dumps({"accepted": accepted, "duplicate": duplicate}), media_type=_JSON)
+
+
+async def store_in_place_or_thread(request: Request, run_id: str, project: str | None,
+                                   body: bytes) -> tuple[int, bool]:
+    """`store_metric_batch` on the event loop when that cannot block it (module docstring), else in a worker."""
+    if len(body) <= INLINE_MAX_BYTES and can_write_without_waiting(request.app.state.engine):
+        try:
+            return store_metric_batch(request, run_id, project, body, wait=False)
+        except WriterBusy:
+            pass
+    return await run_in_threadpool(store_metric_batch, request, run_id, project, body)
+
+
+def store_metric_batch(request: Request, run_id: str, project: str | None, body: bytes,
+                       wait: bool = True) -> tuple[int, bool]:
+    """Validate and store one batch (see the module docstring) in one transaction: (accepted, duplicate).
+    `wait=False`: `db.WriterBusy` instead of waiting for SQLite's write lock."""
+    state = request.app.state
+    batch = parse_metric_batch(body)
+    count = batch.point_count
+    if count > state.settings.max_points_per_batch:
+        field = "points" if batch.points is not None else "rows"
+        raise HTTPException(413, f"{field}: {count} points, at most {state.settings.max_points_per_batch} a batch")
     received = time.time()
-    points = point_rows(body.points, received) if body.points is not None else row_points(body.rows, received)
-    if not ingest_batches.claim_batch(session, run.key, KIND, body.batch_id, len(points)):
-        first = ingest_batches.stored_count(session, run.key, KIND, body.batch_id)
-        session.rollback()
-        return IngestResult(accepted=first or 0, duplicate=True)
-    accepted = point_repo.upsert_points(session, run.key, body.rank, points)
-    now = utcnow()
-    if run.status == RunStatus.RUNNING.value and now - run.last_heartbeat > HEARTBEAT_RESOLUTION:
-        run_repo.touch_heartbeat(session, run.key, now)  # a batch is a sign of life (not re-written every batch)
-    session.commit()
-    telemetry.points_ingested.inc(accepted)
-    return IngestResult(accepted=accepted, duplicate=False)
+    points = point_rows(batch.points, received) if batch.points is not None else row_points(batch.rows, received)
+    with driver_transaction(state.engine, wait=wait) as connection:
+        principal = principal_of(request, connection)  # first: without a valid token, 401 whether the run exists or not
+        run: Any = resolve_run(connection, principal, run_id, project, write=True, refs_only=True)
+        if not ingest_batches.claim_batch(connection, run.key, KIND, batch.batch_id, len(points)):
+            return ingest_batches.stored_count(connection, run.key, KIND, batch.batch_id) or 0, True  # wrote nothing
+        accepted = point_repo.upsert_points(connection, run.key, batch.rank, points)
+        now = utcnow()
+        if run.status == RunStatus.RUNNING.value and now - run.last_heartbeat > HEARTBEAT_RESOLUTION:
+            run_repo.touch_heartbeat(connection, run.key, now)  # a batch is a sign of life (not every batch)
+    return accepted, False

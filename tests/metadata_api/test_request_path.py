@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -20,7 +23,9 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from trainmon.metadata_api import auth
 from trainmon.metadata_api.auth import create_token, hash_token
 from trainmon.metadata_api.models import ApiToken
+from trainmon.metadata_api.routes import points as ingest_route
 from trainmon.metadata_api.security import ContentTypes, HostAllowlist
+from trainmon.metadata_api.settings import Settings
 
 RUN = {"experiment": "e", "run_id": "r"}
 POINTS = {"batch_id": "b1", "points": [{"key": "loss", "step": 1, "value": 1.0}]}
@@ -192,3 +197,47 @@ async def _app_ok(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 async def _nothing() -> dict[str, Any]:
     return {"type": "http.disconnect"}
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_batch_waits_for_a_busy_sqlite_writer_in_a_worker_thread_never_on_the_event_loop(
+        api: TestClient, api_settings: Settings) -> None:
+    """Small batches are stored on the event loop only while SQLite's write lock is free; held by another
+    connection, the batch waits in a worker thread and the loop keeps answering."""
+    assert api.post("/api/runs", json=RUN).status_code == 201
+    holder = sqlite3.connect(api_settings.database_url.removeprefix("sqlite:///"), isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(api.post, "/api/runs/r/metrics", json=POINTS)
+            time.sleep(1.0)
+            assert not pending.done()  # it waits for the lock...
+            assert api.get("/healthz").status_code == 200  # ...and the loop answers meanwhile
+            assert not pending.done()
+            holder.execute("COMMIT")
+            assert pending.result(timeout=60).json() == {"accepted": 1, "duplicate": False}
+    finally:
+        holder.close()
+    assert [point["value"] for point in api.get("/api/runs/r/metrics/loss").json()["points"]] == [1.0]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_small_batches_are_stored_without_a_thread_hand_off_and_large_ones_with_one(
+        api: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    handed_off: list[int] = []
+    real = ingest_route.run_in_threadpool
+
+    async def counting(function: Callable[..., Any], *args: Any) -> Any:
+        handed_off.append(len(args[-1]))
+        return await real(function, *args)
+
+    monkeypatch.setattr(ingest_route, "run_in_threadpool", counting)
+    assert api.post("/api/runs", json=RUN).status_code == 201
+    assert api.post("/api/runs/r/metrics", json=POINTS).json() == {"accepted": 1, "duplicate": False}
+    assert handed_off == []
+    rows = [[step, None, {"loss": step * 0.5}] for step in range(4000)]
+    body = {"batch_id": "large", "rows": rows}
+    assert api.post("/api/runs/r/metrics", json=body).json() == {"accepted": 4000, "duplicate": False}
+    assert len(handed_off) == 1 and handed_off[0] > ingest_route.INLINE_MAX_BYTES
+    points = api.get("/api/runs/r/metrics/loss", params={"limit": 5000}).json()["points"]
+    assert [(point["step"], point["value"]) for point in points] == [(step, step * 0.5) for step in range(4000)]
