@@ -79,7 +79,7 @@ def raw_round(connect: Callable[[], Any], run_id: str, points: list, batch: int)
     try:
         sqlite = isinstance(connection, sqlite3.Connection)
         mark = "?" if sqlite else "%s"
-        run_key = _raw_run(connection, run_id, mark)
+        run_key = raw_run(connection, run_id, mark)
         rows = [(run_key, k, s, *encode_value(v), w) for k, s, v, w in points]
         insert = INSERT.format(mark)
         started = time.perf_counter()
@@ -108,7 +108,7 @@ def sqlite_connect(path: Path) -> Callable[[], sqlite3.Connection]:
     return connect
 
 
-def _raw_run(connection: Any, run_id: str, mark: str) -> int:
+def raw_run(connection: Any, run_id: str, mark: str) -> int:
     """A run row (and its project and experiment) for the raw rows; its key."""
     def one(sql: str, *parameters: Any) -> Any:
         cursor = connection.execute(sql.format(mark), parameters)

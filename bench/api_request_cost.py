@@ -8,7 +8,10 @@ The server process's CPU time (user + system, psutil) is read before and after e
   the SDK sends (`rows`, one per log call) or with `--form points` one object per point;
 - `healthz`: `GET /healthz` on the same API (every middleware, no body, no database);
 - `bare`: the same POSTs to a bare Starlette app under the same uvicorn settings that reads the body and answers
-  the same JSON (the floor: HTTP parsing, the event loop, the ASGI call; what any implementation pays).
+  the same JSON (the floor: HTTP parsing, the event loop, the ASGI call; what any implementation pays);
+- `sqlite`: (SQLite only) the database's own share, measured in this process: the same batches' rows upserted
+  with the API's statement by the driver's `executemany`, one transaction a batch, into a copy of the database
+  migrated the same way (CPU of this thread: SQLite's B-tree, index and WAL work, no HTTP, no Python of the API).
 With `--postgres` the PostgreSQL server's CPU per ingest request (postmaster and backends) is printed apart.
 Goal: ingest <= 1 ms of API CPU a request.
 
@@ -36,9 +39,11 @@ from pathlib import Path
 
 import orjson
 from _common import alternating_rounds, bench_database, print_medians, process_cpu_seconds
+from api_ingest import raw_run, sqlite_connect
 from trainmon.metadata_api import migrations
 from trainmon.metadata_api.auth import create_token
-from trainmon.metadata_api.db import make_engine, write_sessions
+from trainmon.metadata_api.db import encode_value, make_engine, write_sessions
+from trainmon.metadata_api.repositories.points import upsert_sql
 
 from devtools.procs import API_COMMAND, LOOPBACK, api_environment, free_port, start_api
 
@@ -165,6 +170,34 @@ class Ranks:
             connection.close()
 
 
+class RawSqlite:
+    """The `sqlite` mode: each batch's rows upserted by sqlite3's executemany, one transaction a batch."""
+
+    def __init__(self, path: Path, ranks: Ranks):
+        engine = make_engine(f"sqlite:///{path}")
+        try:
+            migrations.upgrade(engine)
+        finally:
+            engine.dispose()
+        self.connection = sqlite_connect(path)()
+        self.run_key = raw_run(self.connection, RUN_ID, "?")
+        self.ranks = ranks
+        self.statement = upsert_sql("qmark")
+
+    def cpu_per_request(self, count: int) -> float:
+        batches = []
+        for rank, _path, body in self.ranks.batches(count):
+            rows = orjson.loads(body)["rows"]
+            batches.append([(self.run_key, rank, key, step, *encode_value(value), wall_time)
+                            for step, wall_time, values in rows for key, value in values.items()])
+        started = time.thread_time()
+        for rows in batches:
+            self.connection.execute("BEGIN IMMEDIATE")
+            self.connection.executemany(self.statement, rows)
+            self.connection.execute("COMMIT")
+        return (time.thread_time() - started) / count
+
+
 def cpu_per_request(pid: int, ranks: Ranks, send: Callable[[], int], postgres_pid: int | None = None,
                     postgres_cpu: list[float] | None = None) -> float:
     """Server CPU seconds per request while `send()` makes its requests over `ranks`' connections (it returns how
@@ -269,6 +302,10 @@ def main() -> int:
                 time.sleep(1)
             modes = {"ingest": lambda _index: ingest(args.requests), "healthz": lambda _index: healthz(args.requests),
                      "bare": lambda _index: bare(args.requests)}
+            if not args.postgres and args.form == "rows":
+                raw = RawSqlite(workdir / "raw.db", Ranks(api_port, args.ranks, args.points, None, False))
+                raw.cpu_per_request(args.ranks * 2)
+                modes["sqlite"] = lambda _index: raw.cpu_per_request(args.requests)
             if args.py_spy or args.profile:  # the profile of ingest alone
                 modes = {"ingest": modes["ingest"]}
             samples = alternating_rounds(args.rounds, modes, rotate=True)
@@ -295,6 +332,10 @@ def main() -> int:
     print(f"ingest: {medians['ingest'] * 1e6 / args.points:.1f} us per point; over the floor "
           f"{(medians['ingest'] - medians['bare']) * 1000:.3f} ms a request; goal <= {GOAL_MS} ms: "
           f"{'met' if ingest_ms <= GOAL_MS else 'MISSED'}")
+    if "sqlite" in medians:
+        beyond = medians["ingest"] - medians["sqlite"] - medians["bare"]
+        print(f"SQLite's own work (the same rows, one transaction a batch): {medians['sqlite'] * 1000:.3f} ms a "
+              f"request; ingest beyond it and the HTTP floor: {beyond * 1000:.3f} ms")
     if postgres_cpu:
         print(f"PostgreSQL server CPU per ingest request: median {statistics.median(postgres_cpu) * 1000:.3f} ms "
               "(not in the figures above)")

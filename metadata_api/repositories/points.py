@@ -21,8 +21,9 @@ def upsert_points(database: Session | Any, run_key: int, rank: int, points: Sequ
     already stored gets the new value and wall time, and the series' block summaries are recomputed where the
     points changed (see `series_blocks`). Returns the rows written.
 
-    The hot path of ingest: one driver-level executemany of a prepared INSERT ... ON CONFLICT (the same text on
-    SQLite and PostgreSQL), no per-row ORM or Core compilation.
+    The hot path of ingest, driver-level SQL (no per-row ORM or Core compilation): on SQLite one executemany of a
+    prepared INSERT ... ON CONFLICT; on PostgreSQL one statement whose rows come from arrays (`unnest`), adapted by
+    psycopg's C dumpers in one go instead of one parameter set a row (about half the API's CPU for 100 rows).
     """
     rows = []
     for key, step, value, wall_time in points:
@@ -34,16 +35,29 @@ def upsert_points(database: Session | Any, run_key: int, rank: int, points: Sequ
         connection = connection_of(database)
         if connection.dialect.name == "postgresql":
             rows.sort()  # one lock order for every writer: concurrent overlapping batches cannot deadlock
-        connection.exec_driver_sql(_upsert_sql(connection.dialect.paramstyle), rows)
+            _, _, keys, steps, values, specials, walls = zip(*rows, strict=True)
+            connection.exec_driver_sql(_PG_UPSERT_ARRAYS, (run_key, rank, list(keys), list(steps), list(values),
+                                                           list(specials), list(walls)))
+        else:
+            connection.exec_driver_sql(upsert_sql(connection.dialect.paramstyle), rows)
         series_blocks.record_written(connection, run_key, rank, rows)
     return len(rows)
 
 
-def _upsert_sql(paramstyle: str) -> str:
+_UPSERT_TAIL = ("ON CONFLICT (run_key, rank, key, step) DO UPDATE SET value = excluded.value, "
+                "special = excluded.special, wall_time = excluded.wall_time")
+# In array order (sorted above); unique (key, step)s, as ON CONFLICT DO UPDATE needs within one statement.
+_PG_UPSERT_ARRAYS = ("INSERT INTO metric_points (run_key, rank, key, step, value, special, wall_time) "
+                     "SELECT %s::integer, %s::integer, k, s, v, sp, w FROM unnest(%s::text[], %s::bigint[], "
+                     "%s::float8[], %s::smallint[], %s::float8[]) WITH ORDINALITY AS t(k, s, v, sp, w, n) ORDER BY n "
+                     + _UPSERT_TAIL)
+
+
+def upsert_sql(paramstyle: str) -> str:
+    """The driver-level upsert of one point (run_key, rank, key, step, value, special, wall_time)."""
     mark = "?" if paramstyle == "qmark" else "%s"
     return ("INSERT INTO metric_points (run_key, rank, key, step, value, special, wall_time) VALUES "
-            f"({', '.join([mark] * 7)}) ON CONFLICT (run_key, rank, key, step) DO UPDATE SET value = excluded.value, "
-            "special = excluded.special, wall_time = excluded.wall_time")
+            f"({', '.join([mark] * 7)}) {_UPSERT_TAIL}")
 
 
 def experiment_points(session: Session, experiment_id: int, limit: int, offset: int, key: str | None = None,

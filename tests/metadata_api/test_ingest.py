@@ -131,6 +131,17 @@ def test_bare_json_nan_and_infinity_tokens_are_accepted(api: TestClient) -> None
     assert stored(api, experiment_id) == [("v", 1, "NaN"), ("v", 2, "Infinity")]
 
 
+def test_batches_of_only_non_finite_or_integer_values_are_stored(api: TestClient) -> None:
+    """The columns of a batch go to the database as arrays on PostgreSQL: an all-NULL value column and integers
+    given for floats (JSON `1`, `1e20` as 100000000000000000000) must be stored like any other batch."""
+    experiment_id = start(api)
+    answer = api.post("/api/runs/r/metrics", json=batch("b1", ("v", 1, "NaN"), ("v", 2, "-Infinity")))
+    assert answer.json() == {"accepted": 2, "duplicate": False}
+    body = {"batch_id": "b2", "rows": [[3, 1700000000, {"v": 1}], [4, None, {"v": 100000000000000000000}]]}
+    assert api.post("/api/runs/r/metrics", json=body).json() == {"accepted": 2, "duplicate": False}
+    assert stored(api, experiment_id) == [("v", 1, "NaN"), ("v", 2, "-Infinity"), ("v", 3, 1.0), ("v", 4, 1e20)]
+
+
 def test_keys_are_normalised(api: TestClient) -> None:
     experiment_id = start(api)
     api.post("/api/runs/r/metrics", json=batch("b", ("val/loss", 1, 1.0), ("train.acc", 1, 0.5)))
