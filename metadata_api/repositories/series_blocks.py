@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from ..db import SPECIAL_NAN, SPECIAL_NEG_INF, SPECIAL_POS_INF
+from ..db import SPECIAL_NAN, SPECIAL_NEG_INF, SPECIAL_POS_INF, param_mark
 
 BLOCK_STEPS = 64
 """Steps a block covers (a power of two: `step / BLOCK_STEPS` is the block on both databases, steps are >= 0)."""
@@ -44,13 +44,9 @@ _UPSERT_TAIL = ("ON CONFLICT (run_key, rank, key, block) DO UPDATE SET "
                 + ", ".join(f"{name} = excluded.{name}" for name in _BLOCK_COLUMNS))
 
 
-def _mark(connection: Connection) -> str:
-    return "?" if connection.dialect.paramstyle == "qmark" else "%s"
-
-
 def _refresh_sql(connection: Connection) -> str:
     """One block from its points: no GROUP BY (no sort), one index range scan of at most BLOCK_STEPS rows."""
-    mark = _mark(connection)
+    mark = param_mark(connection)
     return (f"INSERT INTO metric_blocks (run_key, rank, key, block, {', '.join(_BLOCK_COLUMNS)}) "
             f"SELECT {mark}, {mark}, {mark}, {mark}, {_AGGREGATES} FROM metric_points "
             f"WHERE {OF_SERIES.format(mark)} AND step BETWEEN {mark} AND {mark} {_UPSERT_TAIL}")
@@ -80,7 +76,7 @@ def refresh_blocks(connection: Connection, blocks: Sequence[SeriesBlock], points
     if not blocks:
         return
     _lock_ranks(connection, (block[:2] for block in blocks))
-    mark = _mark(connection)
+    mark = param_mark(connection)
     if points_deleted:
         emptied = _emptied(connection, blocks)
         if emptied:
@@ -134,7 +130,7 @@ def record_written(connection: Connection, run_key: int, rank: int, rows: Sequen
                                                                                                strict=True))))
         else:
             replaced.append((run_key, rank, key, block))
-    mark = _mark(connection)
+    mark = param_mark(connection)
     if merged:
         connection.exec_driver_sql(f"INSERT INTO metric_blocks (run_key, rank, key, block, "
                                    f"{', '.join(_BLOCK_COLUMNS)}) VALUES ({', '.join([mark] * 12)}) {_UPSERT_TAIL}",
@@ -182,7 +178,7 @@ def _stored_blocks(connection: Connection, run_key: int, rank: int,
     keys usually span the same blocks)."""
     keys = sorted({key for key, _block in batch})
     blocks = [block for _key, block in batch]
-    mark = _mark(connection)
+    mark = param_mark(connection)
     stored: dict[tuple, tuple] = {}
     for key, block, *columns in connection.exec_driver_sql(
             f"SELECT key, block, {', '.join(_BLOCK_COLUMNS)} FROM metric_blocks WHERE run_key = {mark} AND "
@@ -195,7 +191,7 @@ def _stored_blocks(connection: Connection, run_key: int, rank: int,
 
 def rebuild_series_blocks(connection: Connection, series: Series) -> None:
     """Recompute every block of one series (for points written around the API, e.g. a bulk load)."""
-    where = OF_SERIES.format(_mark(connection))
+    where = OF_SERIES.format(param_mark(connection))
     steps = connection.exec_driver_sql(f"SELECT step FROM metric_points WHERE {where}", series).scalars()
     connection.exec_driver_sql(f"DELETE FROM metric_blocks WHERE {where}", series)
     run_key, rank, key = series
@@ -236,7 +232,7 @@ def blocked_m4(session: Session, series: Series, first_step: int, width: int,
                   first_step // BLOCK_STEPS, last_step // BLOCK_STEPS)
     pieces: list[tuple[int, bool, Piece]] = []  # (bucket, aggregated from blocks, piece)
     cut: list[tuple[int, int]] = []  # the part of each cut block in each bucket it spans, inside the range
-    for group, *piece in connection.exec_driver_sql(_groups_sql(_mark(connection)), parameters):
+    for group, *piece in connection.exec_driver_sql(_groups_sql(param_mark(connection)), parameters):
         if group >= 0:
             pieces.append((group, True, tuple(piece)))
             continue
@@ -264,7 +260,7 @@ def _wanted(connection: Connection, columns: Sequence[tuple[str, str]], rows: Se
 
 def _part_aggregates(connection: Connection, series: Series, ranges: list[tuple[int, int]]) -> list[Piece]:
     """The aggregates of the points in each (lo, hi) step range that holds any."""
-    mark = _mark(connection)
+    mark = param_mark(connection)
     found: list[Piece] = []
     for start in range(0, len(ranges), LOOKUP_CHUNK):
         chunk = ranges[start:start + LOOKUP_CHUNK]
@@ -314,7 +310,7 @@ def _merge(connection: Connection, series: Series, pieces: list[tuple[int, bool,
 
 def _first_blocks_with(connection: Connection, series: Series, lookups: list[Lookup]) -> list[Lookup]:
     """For each lookup over whole blocks: the same lookup narrowed to the first block whose min (or max) is it."""
-    mark = _mark(connection)
+    mark = param_mark(connection)
     narrowed: list[Lookup] = []
     for start in range(0, len(lookups), LOOKUP_CHUNK):
         chunk = lookups[start:start + LOOKUP_CHUNK]
@@ -333,7 +329,7 @@ def _first_blocks_with(connection: Connection, series: Series, lookups: list[Loo
 
 def _first_steps_with(connection: Connection, series: Series, lookups: list[Lookup]) -> list[int]:
     """For each lookup: the first step in [lo, hi] holding its value."""
-    mark = _mark(connection)
+    mark = param_mark(connection)
     steps: list[int] = []
     for start in range(0, len(lookups), LOOKUP_CHUNK):
         chunk = [(lo, hi, value) for _kind, lo, hi, value in lookups[start:start + LOOKUP_CHUNK]]
@@ -348,7 +344,7 @@ def _first_steps_with(connection: Connection, series: Series, lookups: list[Look
 
 def points_at(connection: Connection, series: Series, steps: Sequence[int]) -> list[Sequence]:
     """(step, value, special, wall_time) of the series' points at `steps` (an array parameter on PostgreSQL)."""
-    mark = _mark(connection)
+    mark = param_mark(connection)
     postgres = connection.dialect.name == "postgresql"
     rows: list[Sequence] = []
     for start in range(0, len(steps), LOOKUP_CHUNK):
