@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.crash_detector = lifecycle.CrashDetector(app.state.write_sessions, settings.heartbeat_timeout_seconds)
     app.state.background_jobs = [_crash_detector, retention_job]
     app.state.jobs_lock = leadership.JobsLock(app.state.engine)
+    app.state.rate_limits = RateLimits(settings.auth_failures_per_minute, settings.writes_per_minute)
     Gauge("trainmon_api_background_jobs_leader", "1 in the one API process that runs the background jobs",
           registry=app.state.telemetry.registry).set_function(lambda: float(app.state.jobs_lock.held))
     for router in ROUTERS:
@@ -87,7 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # One layer checks and marks every request (middleware.RequestGuard: security headers, latency, Host allowlist,
     # cross-site writes, content type, rate limits, chart gzip, body size, in that order).
     app.add_middleware(RequestGuard, telemetry=app.state.telemetry, allowed_hosts=hosts,
-                       limits=RateLimits(settings.auth_failures_per_minute, settings.writes_per_minute),
+                       limits=app.state.rate_limits,
                        body_limits=BodyLimits(settings.max_body_bytes, settings.max_artifact_bytes,
                                               settings.max_checkpoint_bytes))
     app.add_exception_handler(SQLAlchemyError, _database_error)
