@@ -43,10 +43,11 @@ from ..models import RunStatus
 from ..repositories import ingest_batches
 from ..repositories import points as point_repo
 from ..repositories import runs as run_repo
+from ..routing import DirectRoute
 from ..schemas import IngestResult, MetricBatch, PointIn, metric_key_error, openapi_body, parse_json_body
 from ..schemas.points import Row, merge_row_value_errors
 
-router = APIRouter(prefix="/api", tags=["metrics"])
+router = APIRouter(prefix="/api", tags=["metrics"], route_class=DirectRoute)
 KIND = "metrics"
 HEARTBEAT_RESOLUTION = timedelta(seconds=1)
 _JSON = "application/json"

@@ -13,9 +13,11 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
+from fastapi import Header, Request
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
@@ -24,6 +26,7 @@ from trainmon.metadata_api import auth
 from trainmon.metadata_api.auth import create_token, hash_token
 from trainmon.metadata_api.models import ApiToken
 from trainmon.metadata_api.routes import points as ingest_route
+from trainmon.metadata_api.routing import DirectRoute
 from trainmon.metadata_api.security import ContentTypes, HostAllowlist
 from trainmon.metadata_api.settings import Settings
 
@@ -241,3 +244,46 @@ def test_small_batches_are_stored_without_a_thread_hand_off_and_large_ones_with_
     assert len(handed_off) == 1 and handed_off[0] > ingest_route.INLINE_MAX_BYTES
     points = api.get("/api/runs/r/metrics/loss", params={"limit": 5000}).json()["points"]
     assert [(point["step"], point["value"]) for point in points] == [(step, step * 0.5) for step in range(4000)]
+
+
+def test_well_formed_ingest_skips_fastapi_and_everything_else_gets_its_answers(
+        api: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`routing.DirectRoute`: valid path and query parameters call the endpoint directly; an invalid, repeated or
+    unknown parameter goes FastAPI's way, so its answer is FastAPI's own."""
+    fastapi_way: list[str] = []
+    ordinary = APIRoute.handle
+
+    async def counted(self: APIRoute, scope: dict, receive: Any, send: Any) -> None:
+        if scope["path"].endswith("/metrics"):
+            fastapi_way.append(scope["query_string"].decode())
+        await ordinary(self, scope, receive, send)
+
+    monkeypatch.setattr(APIRoute, "handle", counted)
+    assert api.post("/api/runs", json=RUN).status_code == 201
+    batch = {"batch_id": "d", "rows": [[1, None, {"loss": 1.0}]]}
+    assert api.post("/api/runs/r/metrics", json=batch).json() == {"accepted": 1, "duplicate": False}
+    assert api.post("/api/runs/r/metrics?project=default", json={**batch, "batch_id": "e"}).status_code == 200
+    assert fastapi_way == []
+    assert api.post("/api/runs/r/metrics?project=default&other=1", json={**batch, "batch_id": "f"}).status_code == 200
+    assert api.post("/api/runs/r/metrics?project=a&project=default",
+                    json={**batch, "batch_id": "g"}).status_code == 200  # FastAPI takes the last
+    empty = api.post("/api/runs/r/metrics?project=", json={**batch, "batch_id": "h"})
+    assert empty.status_code == 422 and empty.json()["detail"][0]["loc"] == ["query", "project"]
+    long_id = api.post(f"/api/runs/{'r' * 300}/metrics", json=batch)
+    assert long_id.status_code == 422 and long_id.json()["detail"][0]["loc"] == ["path", "run_id"]
+    assert fastapi_way == ["project=default&other=1", "project=a&project=default", "project=", ""]
+    missing = api.post("/api/runs/nope/metrics", json=batch)  # direct, and the app's handlers answer its errors
+    assert missing.status_code == 404 and len(fastapi_way) == 4
+    assert api.get("/api/runs/r/metrics/loss").json()["points"][0]["value"] == 1.0
+
+
+def test_a_direct_route_refuses_an_endpoint_it_cannot_call_directly() -> None:
+    async def with_header(request: Request, run_id: str, token: Annotated[str | None, Header()] = None) -> None:
+        return None
+
+    def plain(request: Request, run_id: str) -> None:
+        return None
+
+    for endpoint in (with_header, plain):
+        with pytest.raises(TypeError, match="DirectRoute"):
+            DirectRoute("/runs/{run_id}", endpoint, methods=["POST"])

@@ -1,0 +1,84 @@
+"""`DirectRoute`: an `APIRoute` for the API's hottest request (metric ingest, 64 ranks a second or more) that calls
+its endpoint without FastAPI's per-request machinery (dependency solving, two exit stacks, the request wrapper):
+about a fifth of that request's CPU.
+
+It applies only to an `async` endpoint whose parameters are the `Request` plus path and query parameters: anything
+else (a dependency, a header, cookie or body parameter) is refused when the route is built. A request takes the
+direct way when every path parameter and the query string validate with the parameters' own annotated types (the
+same pydantic types FastAPI checks) and the query names no parameter twice and nothing unknown; any other request
+goes FastAPI's way, so its errors (422 and the rest) are FastAPI's own. Either way it is the same endpoint, the
+route's telemetry label and the app's exception handlers are unchanged. The route's router must be included
+without router-level dependencies (they would be skipped).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastapi.routing import APIRoute
+from pydantic import TypeAdapter, ValidationError
+from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
+
+_NO_DEFAULT = inspect.Parameter.empty
+
+
+class _Parameter:
+    """One path or query parameter: its name in the request, the endpoint's argument, type and default."""
+
+    def __init__(self, alias: str, argument: inspect.Parameter):
+        self.alias = alias
+        self.name = argument.name
+        self.adapter: TypeAdapter[Any] = TypeAdapter(argument.annotation)
+        self.default = argument.default
+
+
+class DirectRoute(APIRoute):
+    """See the module docstring."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any):
+        super().__init__(path, endpoint, **kwargs)
+        dependant = self.dependant
+        if not inspect.iscoroutinefunction(endpoint) or dependant.request_param_name is None or any(
+                (dependant.header_params, dependant.cookie_params, dependant.body_params, dependant.dependencies)):
+            raise TypeError(f"DirectRoute {path}: the endpoint must be async and take the Request plus path and "
+                            "query parameters only")
+        arguments = inspect.signature(endpoint, eval_str=True).parameters
+        self._request_name = dependant.request_param_name
+        self._path_params = [_Parameter(field.alias, arguments[field.name]) for field in dependant.path_params]
+        self._query_params = {field.alias: _Parameter(field.alias, arguments[field.name])
+                              for field in dependant.query_params}
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        arguments = self._direct_arguments(scope) if scope["method"] in self.methods else None
+        if arguments is None:
+            await super().handle(scope, receive, send)
+            return
+        arguments[self._request_name] = Request(scope, receive, send)
+        response = await self.endpoint(**arguments)
+        await response(scope, receive, send)
+
+    def _direct_arguments(self, scope: Scope) -> dict[str, Any] | None:
+        """The endpoint's arguments when every parameter is valid and unambiguous, else None (FastAPI's way)."""
+        arguments: dict[str, Any] = {}
+        try:
+            path_values = scope["path_params"]
+            for parameter in self._path_params:
+                arguments[parameter.name] = parameter.adapter.validate_python(path_values[parameter.alias])
+            given = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+            for alias, value in given:
+                parameter = self._query_params.get(alias)
+                if parameter is None or parameter.name in arguments:
+                    return None
+                arguments[parameter.name] = parameter.adapter.validate_python(value)
+        except (ValidationError, KeyError):
+            return None
+        for parameter in self._query_params.values():
+            if parameter.name not in arguments:
+                if parameter.default is _NO_DEFAULT:
+                    return None
+                arguments[parameter.name] = parameter.default
+        return arguments
