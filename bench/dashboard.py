@@ -64,10 +64,10 @@ def _blocks(engine: Engine, where: str) -> None:
     """The block summaries ingest keeps (`series_blocks`), for finite points written straight into the table."""
     with engine.begin() as connection:
         connection.exec_driver_sql(
-            "INSERT INTO metric_blocks (run_key, key, block, first_step, last_step, count, min_value, max_value, "
-            "nan_step, pos_inf_step, neg_inf_step) SELECT run_key, key, step / 64, MIN(step), MAX(step), COUNT(*), "
-            f"MIN(value), MAX(value), NULL, NULL, NULL FROM metric_points WHERE {where} "
-            "GROUP BY run_key, key, step / 64")
+            "INSERT INTO metric_blocks (run_key, rank, key, block, first_step, last_step, count, min_value, "
+            "max_value, nan_step, pos_inf_step, neg_inf_step, min_wall_time) SELECT run_key, rank, key, step / 64, "
+            "MIN(step), MAX(step), COUNT(*), MIN(value), MAX(value), NULL, NULL, NULL, MIN(wall_time) "
+            f"FROM metric_points WHERE {where} GROUP BY run_key, rank, key, step / 64")
 
 
 def fill_long_run(url: str, engine: Engine, steps: int) -> None:

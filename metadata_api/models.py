@@ -166,8 +166,7 @@ class MetricPoint(Base):
     __tablename__ = "metric_points"
     __table_args__ = (
         UniqueConstraint("run_key", "rank", "key", "step", name="uq_metric_points_run_key_rank_key_step"),
-        Index("ix_metric_points_wall_time", "wall_time"),
-    )
+    )  # no index on wall_time: retention finds old points through `MetricBlock.min_wall_time`
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     run_key: Mapped[int] = mapped_column(ForeignKey("runs.key", ondelete="CASCADE"))
@@ -184,7 +183,7 @@ class MetricBlock(Base):
     ingest and retention in the transaction that changes the points; the M4 reduction reads it."""
 
     __tablename__ = "metric_blocks"
-    __table_args__ = {"sqlite_with_rowid": False}
+    __table_args__ = (Index("ix_metric_blocks_min_wall_time", "min_wall_time"), {"sqlite_with_rowid": False})
 
     run_key: Mapped[int] = mapped_column(ForeignKey("runs.key", ondelete="CASCADE"), primary_key=True)
     rank: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
@@ -198,6 +197,7 @@ class MetricBlock(Base):
     nan_step: Mapped[int | None] = mapped_column(BigInteger)  # first step holding NaN, +Inf, -Inf
     pos_inf_step: Mapped[int | None] = mapped_column(BigInteger)
     neg_inf_step: Mapped[int | None] = mapped_column(BigInteger)
+    min_wall_time: Mapped[float | None] = mapped_column(Float(precision=53))  # the oldest point's (retention)
 
 
 class IngestBatch(Base):

@@ -1,12 +1,12 @@
 """Per-block summaries of metric series (`metric_blocks`), and the M4 reduction read from them.
 
 A block is the steps `[block * BLOCK_STEPS, block * BLOCK_STEPS + BLOCK_STEPS - 1]` of one series (run, rank, key,
-see `Series`); its row
-holds the first and last step, the count, the finite min and max value and the first step holding NaN, +Inf and
--Inf. Rows are recomputed from the points (an INSERT ... SELECT of each affected block's aggregates) in the
-same transaction that writes or deletes the points, so they are exact whatever a batch replaces (last write
-wins) or retention deletes. On PostgreSQL a transaction-scoped advisory lock per run and rank orders concurrent
-refreshes of the same series: each recomputes after the previous one committed.
+see `Series`); its row holds the first and last step, the count, the finite min and max value, the first step
+holding NaN, +Inf and -Inf, and the oldest wall time among its points (retention finds old points through it). Rows
+are recomputed from the points (an INSERT ... SELECT of each affected block's aggregates) in the same transaction
+that writes or deletes the points, so they are exact whatever a batch replaces (last write wins) or retention
+deletes. On PostgreSQL a transaction-scoped advisory lock per run and rank orders concurrent refreshes of the same
+series: each recomputes after the previous one committed.
 
 The reduction (`blocked_m4`) reads one row per block instead of every point: the blocks that lie inside one bucket
 are merged by one GROUP BY over their rows; a block cut by a bucket boundary is aggregated from its points, one
@@ -35,7 +35,7 @@ _AGGREGATES = (f"MIN(step), MAX(step), COUNT(*), MIN(value), MAX(value), "
                f"MIN(CASE WHEN special = {SPECIAL_POS_INF} THEN step END), "
                f"MIN(CASE WHEN special = {SPECIAL_NEG_INF} THEN step END)")
 _BLOCK_COLUMNS = ("first_step", "last_step", "count", "min_value", "max_value", "nan_step", "pos_inf_step",
-                  "neg_inf_step")
+                  "neg_inf_step", "min_wall_time")
 Series = tuple[int, int, str]
 """(run_key, rank, key): one rank's history of one key in one run."""
 SeriesBlock = tuple[int, int, str, int]  # run_key, rank, key, block
@@ -48,7 +48,7 @@ def _refresh_sql(connection: Connection) -> str:
     """One block from its points: no GROUP BY (no sort), one index range scan of at most BLOCK_STEPS rows."""
     mark = param_mark(connection)
     return (f"INSERT INTO metric_blocks (run_key, rank, key, block, {', '.join(_BLOCK_COLUMNS)}) "
-            f"SELECT {mark}, {mark}, {mark}, {mark}, {_AGGREGATES} FROM metric_points "
+            f"SELECT {mark}, {mark}, {mark}, {mark}, {_AGGREGATES}, MIN(wall_time) FROM metric_points "
             f"WHERE {OF_SERIES.format(mark)} AND step BETWEEN {mark} AND {mark} {_UPSERT_TAIL}")
 
 
@@ -126,14 +126,15 @@ def record_written(connection: Connection, run_key: int, rank: int, rows: Sequen
             merged.append((run_key, rank, key, block, *new))
         elif new[0] > old[1]:
             merged.append((run_key, rank, key, block, old[0], new[1], old[2] + new[2], _least(old[3], new[3]),
-                           _greatest(old[4], new[4]), *(o if o is not None else n for o, n in zip(old[5:], new[5:],
-                                                                                               strict=True))))
+                           _greatest(old[4], new[4]), *(o if o is not None else n for o, n in zip(old[5:8], new[5:8],
+                                                                                               strict=True)),
+                           _least(old[8], new[8])))
         else:
             replaced.append((run_key, rank, key, block))
     mark = param_mark(connection)
     if merged:
         connection.exec_driver_sql(f"INSERT INTO metric_blocks (run_key, rank, key, block, "
-                                   f"{', '.join(_BLOCK_COLUMNS)}) VALUES ({', '.join([mark] * 12)}) {_UPSERT_TAIL}",
+                                   f"{', '.join(_BLOCK_COLUMNS)}) VALUES ({', '.join([mark] * 13)}) {_UPSERT_TAIL}",
                                    merged)
     refresh_blocks(connection, replaced, points_deleted=False)
 
@@ -147,17 +148,21 @@ def _greatest(a: float | None, b: float | None) -> float | None:
 
 
 def _batch_aggregates(rows: Sequence[Sequence]) -> dict[tuple[str, int], list]:
-    """(key, block) -> [first, last, count, finite min, finite max, first NaN, +Inf, -Inf step] of `rows`."""
+    """(key, block) -> [first, last, count, finite min, finite max, first NaN, +Inf, -Inf step, oldest wall time]
+    of `rows`."""
     found: dict[tuple[str, int], list] = {}
-    for _run_key, _rank, key, step, value, special, _wall_time in rows:
+    for _run_key, _rank, key, step, value, special, wall_time in rows:
         block = (key, step // BLOCK_STEPS)
         aggregate = found.get(block)
         if aggregate is None:
-            found[block] = aggregate = [step, step, 0, value, value, None, None, None]
-        elif step < aggregate[0]:
-            aggregate[0] = step
-        elif step > aggregate[1]:
-            aggregate[1] = step
+            found[block] = aggregate = [step, step, 0, value, value, None, None, None, wall_time]
+        else:
+            if step < aggregate[0]:
+                aggregate[0] = step
+            elif step > aggregate[1]:
+                aggregate[1] = step
+            if wall_time < aggregate[8]:
+                aggregate[8] = wall_time
         aggregate[2] += 1
         if special:  # 1 NaN, 2 +Inf, 3 -Inf: the columns after max
             slot = 4 + special

@@ -2,9 +2,10 @@
 ingest idempotency records (`ingest_batches`, by their `created_at`) older than the same window (a batch replayed
 after that long is stored again; its points are upserted by their natural key, so nothing doubles).
 
-Deletion runs in bounded batches, each its own short write transaction (PRUNE_BATCH_SIZE rows found through
-the `wall_time` / `created_at` index), with a short pause between batches: on SQLite a writer waits for at most
-one batch, never for the whole prune. The block summaries of the series that lost points
+Deletion runs in bounded batches, each its own short write transaction (PRUNE_BATCH_SIZE rows; old points are found
+through their blocks' `min_wall_time` index, which ingest keeps exact, so points need no index of their own on
+`wall_time`; old records through the `created_at` index), with a short pause between batches: on SQLite a writer
+waits for at most one batch, never for the whole prune. The block summaries of the series that lost points
 (`repositories.series_blocks`) are recomputed in the same transaction. Runs from `trainmon prune` and from a
 periodic job in the app (`retention_job`, every RETENTION_INTERVAL_SECONDS).
 """
@@ -18,12 +19,13 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import and_, delete, select, tuple_
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from ..models import IngestBatch, MetricPoint
+from ..models import IngestBatch, MetricBlock, MetricPoint
 from ..repositories import series_blocks
+from ..repositories.series_blocks import BLOCK_STEPS
 
 log = logging.getLogger("trainmon.metadata_api.retention")
 SECONDS_PER_DAY = 86_400
@@ -41,6 +43,14 @@ class Pruned(NamedTuple):
     ingest_batches: int
 
 
+#: a point's block (the blocks whose oldest point is old enough are found by their index; each block's points by
+#: the points' unique index)
+_IN_BLOCK = and_(MetricBlock.run_key == MetricPoint.run_key, MetricBlock.rank == MetricPoint.rank,
+                 MetricBlock.key == MetricPoint.key,
+                 MetricPoint.step.between(MetricBlock.block * BLOCK_STEPS, MetricBlock.block * BLOCK_STEPS
+                                          + (BLOCK_STEPS - 1)))
+
+
 def prune_metric_points(write_sessions: Callable[[], Session], retention_days: float, batch_size: int,
                         now: float | None = None, pause_seconds: float = 0.01) -> int:
     """Delete points with `wall_time` older than `retention_days`, `batch_size` rows a transaction; the count."""
@@ -48,8 +58,9 @@ def prune_metric_points(write_sessions: Callable[[], Session], retention_days: f
 
     def delete_batch(session: Session) -> int:
         rows = session.execute(select(MetricPoint.id, MetricPoint.run_key, MetricPoint.rank, MetricPoint.key,
-                                      MetricPoint.step)
-                               .where(MetricPoint.wall_time < cutoff).limit(batch_size)).all()
+                                      MetricPoint.step).join(MetricBlock, _IN_BLOCK)
+                               .where(MetricBlock.min_wall_time < cutoff, MetricPoint.wall_time < cutoff)
+                               .limit(batch_size)).all()
         if rows:
             session.execute(delete(MetricPoint).where(MetricPoint.id.in_([row.id for row in rows])))
             _refresh_blocks(session, rows)

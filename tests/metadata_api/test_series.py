@@ -151,7 +151,7 @@ BLOCKED_MAX_POINTS = (5, 50, 250, 500)  # buckets at least MIN_BLOCKED_WIDTH ste
 
 def expected_blocks(points: list[SeriesPoint]) -> dict[int, tuple]:
     """What metric_blocks must hold for `points`: per block, first/last step, count, finite min/max, first
-    NaN/+Inf/-Inf step."""
+    NaN/+Inf/-Inf step, oldest wall time."""
     blocks: dict[int, list[SeriesPoint]] = {}
     for p in sorted(points, key=lambda p: p.step):
         blocks.setdefault(p.step // BLOCK_STEPS, []).append(p)
@@ -164,13 +164,14 @@ def expected_blocks(points: list[SeriesPoint]) -> dict[int, tuple]:
 
         summary[block] = (members[0].step, members[-1].step, len(members), min(finite, default=None),
                           max(finite, default=None), first(math.isnan), first(lambda v: v == math.inf),
-                          first(lambda v: v == -math.inf))
+                          first(lambda v: v == -math.inf), min(p.wall_time for p in members))
     return summary
 
 
 def stored_blocks(session_factory: sessionmaker[Session], run_id: str, key: str) -> dict[int, tuple]:
     columns = (MetricBlock.first_step, MetricBlock.last_step, MetricBlock.count, MetricBlock.min_value,
-               MetricBlock.max_value, MetricBlock.nan_step, MetricBlock.pos_inf_step, MetricBlock.neg_inf_step)
+               MetricBlock.max_value, MetricBlock.nan_step, MetricBlock.pos_inf_step, MetricBlock.neg_inf_step,
+               MetricBlock.min_wall_time)
     with session_factory() as session:
         rows = session.execute(select(MetricBlock.block, *columns).join(Run, Run.key == MetricBlock.run_key)
                                .where(Run.id == run_id, MetricBlock.key == key))
