@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(5000, ge=1, le=65535)
     debug: bool = False
+    opentelemetry: bool = False  # FastAPI's own OpenTelemetry instrumentation (docs/api.md)
     database_url: str = "sqlite:///training_monitor.db"
     log_level: str = "INFO"
     metrics_retention_days: float = Field(30, gt=0)

@@ -23,6 +23,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from trainmon.metadata_api import auth
+from trainmon.metadata_api.app import create_app
 from trainmon.metadata_api.auth import create_token, hash_token
 from trainmon.metadata_api.models import ApiToken
 from trainmon.metadata_api.routes import points as ingest_route
@@ -287,3 +288,11 @@ def test_a_direct_route_refuses_an_endpoint_it_cannot_call_directly() -> None:
     for endpoint in (with_header, plain):
         with pytest.raises(TypeError, match="DirectRoute"):
             DirectRoute("/runs/{run_id}", endpoint, methods=["POST"])
+
+
+def test_fastapi_opentelemetry_is_off_unless_asked(api_settings: Settings) -> None:
+    """OPENTELEMETRY=false (the default): no request asks OpenTelemetry whether a provider is configured."""
+    signals = ("tracing", "metrics", "logs")
+    off, on = (create_app(api_settings.model_copy(update={"opentelemetry": wanted})) for wanted in (False, True))
+    assert [off._telemetry[signal] for signal in signals] == [False] * 3
+    assert [on._telemetry[signal] for signal in signals] == [True] * 3
