@@ -47,6 +47,7 @@ from .services import leadership, lifecycle, notifications, url_policy
 from .services.retention import retention_job
 from .settings import Settings, get_settings
 from .telemetry import ApiMetrics
+from .wal import WAL_BACKSTOP_PAGES, wal_checkpoint_job
 from .web.assets import mount_assets
 
 log = logging.getLogger("trainmon.metadata_api.app")
@@ -67,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     register_settings(settings)
     install_redaction()
     hosts = allowed_hosts(settings)
-    engine = make_engine(settings.database_url, settings.sqlite_busy_timeout_ms)
+    engine = make_engine(settings.database_url, settings.sqlite_busy_timeout_ms, wal_autocheckpoint=WAL_BACKSTOP_PAGES)
     app = FastAPI(title="trainmon metadata API", version="0.1.0", debug=settings.debug, lifespan=_lifespan,
                   docs_url=None, redoc_url=None, **_telemetry_option(settings.opentelemetry))
     app.state.settings = settings
@@ -79,7 +80,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.telemetry = ApiMetrics(app.state.read_sessions)
     lifecycle.count_status_changes(app.state.write_sessions, app.state.telemetry.status_changes)
     app.state.crash_detector = lifecycle.CrashDetector(app.state.write_sessions, settings.heartbeat_timeout_seconds)
-    app.state.background_jobs = [_crash_detector, retention_job]
+    app.state.background_jobs = [_crash_detector, retention_job,
+                                 *([wal_checkpoint_job] if engine.dialect.name == "sqlite" else [])]
     app.state.jobs_lock = leadership.JobsLock(app.state.engine)
     app.state.rate_limits = RateLimits(settings.auth_failures_per_minute, settings.writes_per_minute)
     Gauge("trainmon_api_background_jobs_leader", "1 in the one API process that runs the background jobs",

@@ -145,8 +145,11 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
-def make_engine(database_url: str, busy_timeout_ms: int = 30_000, echo: bool = False) -> Engine:
-    """An engine for `database_url` with the pragmas and transaction handling described above."""
+def make_engine(database_url: str, busy_timeout_ms: int = 30_000, echo: bool = False,
+                wal_autocheckpoint: int | None = None) -> Engine:
+    """An engine for `database_url` with the pragmas and transaction handling described above; SQLite:
+    `wal_autocheckpoint` pages after which a commit checkpoints the WAL itself (SQLite's default, 1000, when None;
+    see `wal.WalCheckpoints`)."""
     if database_url.startswith("sqlite"):
         engine = create_engine(database_url, echo=echo,
                                connect_args={"check_same_thread": False, "timeout": busy_timeout_ms / 1000})
@@ -155,7 +158,7 @@ def make_engine(database_url: str, busy_timeout_ms: int = 30_000, echo: bool = F
         storage = SqliteStorage(os.path.abspath(database)) if file_backed else None
         if storage is not None:
             _STORAGE[engine] = storage
-        _configure_sqlite(engine, busy_timeout_ms, storage)
+        _configure_sqlite(engine, busy_timeout_ms, storage, wal_autocheckpoint)
     else:
         engine = create_engine(database_url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
     event.listen(engine, "before_cursor_execute", _refuse_unstorable_text)
@@ -186,7 +189,8 @@ def _encodable(value: str) -> bool:
     return True
 
 
-def _configure_sqlite(engine: Engine, busy_timeout_ms: int, storage: SqliteStorage | None) -> None:
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int, storage: SqliteStorage | None,
+                      wal_autocheckpoint: int | None) -> None:
     if storage is not None:
         @event.listens_for(engine, "do_connect")
         def _before_connect(*_args: Any) -> None:
@@ -200,6 +204,8 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int, storage: SqliteStora
         _use_wal(cursor, busy_timeout_ms)
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
+        if wal_autocheckpoint is not None:
+            cursor.execute(f"PRAGMA wal_autocheckpoint = {int(wal_autocheckpoint)}")
         cursor.close()
         if storage is not None:
             storage.after_connect()
