@@ -3,6 +3,9 @@
 `component` is the logger name below `trainmon.` (e.g. `metadata_api.lifecycle`); `experiment_id` (and
 `run_id`) come from `extra={...}` and are null when not given.
 
+uvicorn's access log leaves out the trainers' routine writes that succeeded (`RoutineWriteFilter`) unless
+LOG_LEVEL is DEBUG.
+
 Every record goes through `RedactingFilter` (credentials masked by `trainmon.metadata_api.redact`): on the handler
 `configure_logging` installs, and on every `trainmon.*` logger (`install_redaction`, also run by `create_app`), so
 an embedding server's handlers get redacted records too.
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import datetime, timezone
 
@@ -57,6 +61,31 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+#: what each trainer rank sends all the time: metric and log batches (about one each a second) and heartbeats
+_ROUTINE_WRITE = re.compile(r"^/api/runs/[^/?]+/(?:metrics|logs|heartbeat)(?:\?|$)")
+
+
+class RoutineWriteFilter(logging.Filter):
+    """On uvicorn's access logger: drops the line of a routine trainer write (`POST` of a run's metrics, logs or
+    heartbeat) that succeeded, unless the logger is at DEBUG. 64 ranks would write about 130 such lines a second,
+    and formatting them costs about 5 % of an ingest request's CPU; `trainmon_api_request_duration_seconds` counts
+    them by route and status. Failed writes and every other request are logged."""
+
+    def __init__(self, logger: logging.Logger):
+        super().__init__()
+        self.logger = logger
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if not isinstance(args, tuple) or len(args) != 5:  # not uvicorn's access line: keep
+            return True
+        _client, method, path, _version, status = args
+        if method != "POST" or not isinstance(status, int) or status >= 400 or not isinstance(path, str) \
+                or not _ROUTINE_WRITE.match(path):
+            return True
+        return self.logger.isEnabledFor(logging.DEBUG)
+
+
 def install_redaction() -> None:
     """Put `RedactingFilter` on the `trainmon` logger and every `trainmon.*` logger created so far."""
     names = ["trainmon", *(name for name in logging.root.manager.loggerDict if name.startswith("trainmon."))]
@@ -76,4 +105,7 @@ def configure_logging(level: str = "INFO") -> None:
         logger.handlers[:] = [handler]
         logger.setLevel(level)
         logger.propagate = False
+    access = logging.getLogger("uvicorn.access")
+    access.filters[:] = [existing for existing in access.filters if not isinstance(existing, RoutineWriteFilter)]
+    access.addFilter(RoutineWriteFilter(access))
     install_redaction()
