@@ -18,8 +18,9 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
-    """Liveness; `service` lets a trainer tell this API from another server on the same port."""
+async def healthz() -> dict[str, str]:
+    """Liveness, answered on the event loop (no worker thread: it is only as alive as the loop); `service` lets
+    a trainer tell this API from another server on the same port."""
     return {"status": "ok", "service": "trainmon-metadata-api"}
 
 
