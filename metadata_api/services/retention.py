@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
-from sqlalchemy import and_, delete, select, tuple_
+from sqlalchemy import Select, and_, delete, select, text, tuple_
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -43,12 +43,28 @@ class Pruned(NamedTuple):
     ingest_batches: int
 
 
-#: a point's block (the blocks whose oldest point is old enough are found by their index; each block's points by
-#: the points' unique index)
-_IN_BLOCK = and_(MetricBlock.run_key == MetricPoint.run_key, MetricBlock.rank == MetricPoint.rank,
-                 MetricBlock.key == MetricPoint.key,
-                 MetricPoint.step.between(MetricBlock.block * BLOCK_STEPS, MetricBlock.block * BLOCK_STEPS
-                                          + (BLOCK_STEPS - 1)))
+def old_points(cutoff: float, limit: int) -> Select[Any]:
+    """(id, run_key, rank, key, step) of at most `limit` points with `wall_time` before `cutoff`: the oldest
+    blocks (by `min_wall_time`, through its index), at most `limit` of them, then their old points through the
+    points' unique index. Each such block holds at least one old point, so `limit` blocks hold at least `limit`
+    old points whenever that many exist: a short answer means there are no more."""
+    blocks = (select(MetricBlock.run_key, MetricBlock.rank, MetricBlock.key, MetricBlock.block)
+              .where(MetricBlock.min_wall_time < cutoff).order_by(MetricBlock.min_wall_time).limit(limit)
+              .subquery("old_blocks"))
+    first_step = blocks.c.block * BLOCK_STEPS
+    in_block = and_(MetricPoint.run_key == blocks.c.run_key, MetricPoint.rank == blocks.c.rank,
+                    MetricPoint.key == blocks.c.key,
+                    MetricPoint.step.between(first_step, first_step + (BLOCK_STEPS - 1)))
+    return (select(MetricPoint.id, MetricPoint.run_key, MetricPoint.rank, MetricPoint.key, MetricPoint.step)
+            .select_from(blocks).join(MetricPoint, in_block).where(MetricPoint.wall_time < cutoff).limit(limit))
+
+
+def block_by_block(session: Session) -> None:
+    """PostgreSQL: plan `old_points` as a loop over the blocks with an index range read each (its estimates can
+    make a hash or merge join over the whole points table look cheaper: a full scan per batch). Transaction-local."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL enable_hashjoin = off"))
+        session.execute(text("SET LOCAL enable_mergejoin = off"))
 
 
 def prune_metric_points(write_sessions: Callable[[], Session], retention_days: float, batch_size: int,
@@ -57,10 +73,8 @@ def prune_metric_points(write_sessions: Callable[[], Session], retention_days: f
     cutoff = cutoff_time(retention_days, now)
 
     def delete_batch(session: Session) -> int:
-        rows = session.execute(select(MetricPoint.id, MetricPoint.run_key, MetricPoint.rank, MetricPoint.key,
-                                      MetricPoint.step).join(MetricBlock, _IN_BLOCK)
-                               .where(MetricBlock.min_wall_time < cutoff, MetricPoint.wall_time < cutoff)
-                               .limit(batch_size)).all()
+        block_by_block(session)
+        rows = session.execute(old_points(cutoff, batch_size)).all()
         if rows:
             session.execute(delete(MetricPoint).where(MetricPoint.id.in_([row.id for row in rows])))
             _refresh_blocks(session, rows)
