@@ -171,8 +171,20 @@ def report(step_us: float, calls: int, results: dict[str, list[dict]]) -> dict[s
     over = {mode: [(r["cpu"] - floor_cpu) / calls for r in results[mode]] for mode in ("exporter", *shipping)}
     cpu = print_medians(over, "exporter", "us", scale=1e6, digits=2)
     print("loop wall time (slowdown = ratio - 1):")
-    wall = print_medians({mode: [r["wall"] for r in values] for mode, values in results.items()}, "floor", "s",
-                         digits=3)
+    print_medians({mode: [r["wall"] for r in values] for mode, values in results.items()}, "floor", "s", digits=3)
+    paired = {mode: statistics.median(r["wall"] / f["wall"] - 1 for r, f in zip(results[mode], results["floor"],
+                                                                                 strict=True))
+              for mode in ("exporter", *shipping)}
+    added = {mode: statistics.median((r["wall"] - e["wall"]) / f["wall"] for r, e, f in
+                                     zip(results[mode], results["exporter" + mode.partition("@")[1]
+                                                                 + mode.partition("@")[2]], results["floor"],
+                                         strict=True))
+             for mode in shipping if not mode.startswith("exporter")}
+    print("loop slowdown paired within each round (median over rounds of the mode's wall time / the floor's - 1; "
+          "steadier than the ratio of medians when the machine drifts): "
+          + ", ".join(f"{mode} {value * 100:.1f} %" for mode, value in paired.items())
+          + "; over the exporter alone in the same round: "
+          + ", ".join(f"{mode} {value * 100:+.1f} points" for mode, value in added.items()))
     print("where it went, per call (medians; threads other than the loop's are measured directly, no floor):")
     floor_main = statistics.median(r["main"] for r in results["floor"])
     for mode in ("exporter", *shipping):
@@ -193,7 +205,7 @@ def report(step_us: float, calls: int, results: dict[str, list[dict]]) -> dict[s
     summary = {}
     for mode in ("exporter", *shipping):
         summary[mode] = cpu[mode] * 1e6
-        summary[f"{mode} slowdown"] = wall[mode] / wall["floor"] - 1
+        summary[f"{mode} slowdown"] = paired[mode]
         # the part of it measured directly, without a floor: every thread but the loop's, and finish()
         summary[f"{mode} direct"] = statistics.median(
             (sum(r["background"].values()) + r["finish"]) / calls for r in results[mode]) * 1e6
@@ -229,7 +241,7 @@ def main() -> None:
     summaries = {step: report(step, args.calls, {mode: results[f"{step}/{mode}"] for mode in modes})
                  for step in steps}
     print("\nsummary (medians): CPU per call over the floor [of which measured directly: the drain, shipper and "
-          "other threads, finish()], loop slowdown:")
+          "other threads, finish()], loop slowdown (paired within each round):")
     for step, summary in summaries.items():
         for version in ("", "@before") if args.against else ("",):
             reference = f"exporter{version}"
