@@ -81,18 +81,25 @@ def point_rows(points: list[PointIn], now: float) -> list[point_repo.PointRow]:
 
 
 def row_points(rows: list[Row], now: float) -> list[point_repo.PointRow]:
-    """`point_rows` for the rows form: the values of each row at its step and wall time."""
+    """`point_rows` for the rows form: the values of each row at its step and wall time. What the SDK sends (steps
+    rising row by row, keys already normalised) cannot name a (key, step) twice, so it skips the deduplication."""
     keys: dict[str, str] = {}
-    latest: dict[tuple[str, int], point_repo.PointRow] = {}
+    found: list[point_repo.PointRow] = []
+    append = found.append
+    previous_step = -1
+    unique = True  # no (key, step) twice: steps rise row by row and every key is its own normalisation
     for index, (step, wall_time, values) in enumerate(rows):
+        if step <= previous_step:
+            unique = False
+        previous_step = step
         wall = now if wall_time is None else wall_time
         for given, value in values.items():
             key = keys.get(given)
             if key is None:
-                key = _key(given, ("body", "rows", index, 2, given, "[key]"))
-                keys[given] = key
-            latest[(key, step)] = (key, step, NONFINITE_JSON[value] if value.__class__ is str else value, wall)
-    return list(latest.values())
+                key = keys[given] = _key(given, ("body", "rows", index, 2, given, "[key]"))
+                unique = unique and key == given
+            append((key, step, NONFINITE_JSON[value] if value.__class__ is str else value, wall))
+    return found if unique else list({(point[0], point[1]): point for point in found}.values())
 
 
 def _key(given: str, loc: tuple[Any, ...]) -> str:

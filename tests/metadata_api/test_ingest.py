@@ -301,3 +301,12 @@ def test_too_many_points_in_rows_is_413(make_api: Callable[..., TestClient]) -> 
     response = api.post("/api/runs/r/metrics", json=rows_batch("b", *rows))
     assert response.status_code == 413 and "12 points" in response.json()["detail"]
     assert api.post("/api/runs/r/metrics", json=rows_batch("b", *rows[:5])).status_code == 200
+
+
+def test_rows_whose_keys_normalise_alike_keep_the_last_value(api: TestClient) -> None:
+    """Steps rising row by row, but two keys of one row become the same key: the later one wins, as for points."""
+    start(api)
+    body = rows_batch("r", (1, 1.0, {"a b": 1.0, "a_b": 2.0, "loss": 0.5}), (2, 2.0, {"a.b": 3.0, "a_b": 4.0}))
+    assert api.post("/api/runs/r/metrics", json=body).json() == {"accepted": 3, "duplicate": False}
+    points = api.get("/api/runs/r/metrics/a_b").json()["points"]
+    assert [(p["step"], p["value"]) for p in points] == [(1, 2.0), (2, 4.0)]
