@@ -33,6 +33,7 @@ from .routes import (
     events,
     experiments,
     health,
+    heartbeats,
     logs,
     notes,
     pages,
@@ -57,7 +58,7 @@ GC_YOUNG_THRESHOLD = 50_000
 # Routers the app includes; add a resource's router here. Every router under /api has prefix="/api" and declares
 # full resource paths ("/runs/{run_id}/notes"); `health` serves top-level paths (/healthz, /readyz, /metrics).
 # Metric ingest comes first: the most frequent request is matched against the fewest paths.
-ROUTERS = [points.router, health.router, runs.router, experiments.router, sd.router,
+ROUTERS = [points.router, heartbeats.router, health.router, runs.router, experiments.router, sd.router,
            series.router, compare.router, notes.router, logs.router, checkpoints.router, artifacts.router,
            events.router, run_data.router, pages.router]  # the last three: the dashboard (web/)
 

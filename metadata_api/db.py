@@ -236,6 +236,10 @@ class DriverResult:
         row = self._cursor.fetchone()
         return None if row is None else row[0]
 
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
 
 class DriverConnection:
     """One pooled DBAPI connection inside a write transaction (`driver_transaction`), offering what the hot

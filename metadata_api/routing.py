@@ -15,13 +15,19 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 from fastapi.routing import APIRoute
 from pydantic import TypeAdapter, ValidationError
+from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
+
+from .db import WriterBusy, can_write_without_waiting
+
+T = TypeVar("T")
 
 _NO_DEFAULT = inspect.Parameter.empty
 
@@ -82,3 +88,17 @@ class DirectRoute(APIRoute):
                     return None
                 arguments[parameter.name] = parameter.default
         return arguments
+
+
+async def write_on_loop_or_thread(engine: Engine, write: Callable[..., T], *args: Any, small: bool = True) -> T:
+    """`write(*args, wait=...)`, a short write transaction (`db.driver_transaction`), on the event loop when that
+    cannot block it: a `small` write to SQLite while its write lock is free (`wait=False`, `db.WriterBusy` when
+    not: nothing was done). That saves the hand-off to a worker thread (about 0.25 ms of CPU, more than the rest of
+    a small request's Python). Otherwise (a large write, a busy database, PostgreSQL with its network round trips)
+    in a worker thread, waiting for the lock there."""
+    if small and can_write_without_waiting(engine):
+        try:
+            return write(*args, wait=False)
+        except WriterBusy:
+            pass
+    return await run_in_threadpool(write, *args)

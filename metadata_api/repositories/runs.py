@@ -122,11 +122,15 @@ def set_tags(session: Session, run_key: int, tags: Mapping[str, str]) -> None:
     upsert_many(session, RunTag.__table__, rows, ["run_key", "key"], ["value"])
 
 
-def touch_heartbeat(database: Session | Any, run_key: int, now: datetime) -> None:
+def touch_heartbeat(database: Session | Any, run_key: int, now: datetime, only_running: bool = False) -> bool:
+    """Set the run's `last_heartbeat` to `now` (`only_running`: only while it is RUNNING, checked by the UPDATE
+    itself, so a concurrent status change wins); whether a row was updated."""
     connection = connection_of(database)
     mark = param_mark(connection)
-    connection.exec_driver_sql(f"UPDATE runs SET last_heartbeat = {mark} WHERE key = {mark}",
-                               (datetime_codec(connection.dialect)[0](now), run_key))
+    condition = f" AND status = '{RunStatus.RUNNING.value}'" if only_running else ""
+    result = connection.exec_driver_sql(f"UPDATE runs SET last_heartbeat = {mark} WHERE key = {mark}{condition}",
+                                        (datetime_codec(connection.dialect)[0](now), run_key))
+    return result.rowcount == 1
 
 
 def set_params(run: Run, params: dict[str, Any]) -> None:

@@ -31,19 +31,18 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 from trainmon.common.naming import normalize_key
 from trainmon.common.wire import NONFINITE_JSON
 
 from .. import errors
-from ..db import WriterBusy, can_write_without_waiting, driver_transaction, utcnow
+from ..db import driver_transaction, utcnow
 from ..deps import ProjectQuery, RunIdPath, principal_of, resolve_run
 from ..models import RunStatus
 from ..repositories import ingest_batches
 from ..repositories import points as point_repo
 from ..repositories import runs as run_repo
-from ..routing import DirectRoute
+from ..routing import DirectRoute, write_on_loop_or_thread
 from ..schemas import IngestResult, MetricBatch, PointIn, metric_key_error, openapi_body, parse_json_body
 from ..schemas.points import Row, merge_row_value_errors
 
@@ -118,21 +117,11 @@ async def ingest_metrics(request: Request, run_id: RunIdPath, project: ProjectQu
         body = await request.body()
     except ClientDisconnect:  # the client went away, or the body limit already answered 413
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "body: incomplete request body") from None
-    accepted, duplicate = await store_in_place_or_thread(request, run_id, project, body)
+    accepted, duplicate = await write_on_loop_or_thread(request.app.state.engine, store_metric_batch, request, run_id,
+                                                        project, body, small=len(body) <= INLINE_MAX_BYTES)
     if not duplicate:
         request.app.state.telemetry.points_ingested.inc(accepted)
     return Response(orjson.dumps({"accepted": accepted, "duplicate": duplicate}), media_type=_JSON)
-
-
-async def store_in_place_or_thread(request: Request, run_id: str, project: str | None,
-                                   body: bytes) -> tuple[int, bool]:
-    """`store_metric_batch` on the event loop when that cannot block it (module docstring), else in a worker."""
-    if len(body) <= INLINE_MAX_BYTES and can_write_without_waiting(request.app.state.engine):
-        try:
-            return store_metric_batch(request, run_id, project, body, wait=False)
-        except WriterBusy:
-            pass
-    return await run_in_threadpool(store_metric_batch, request, run_id, project, body)
 
 
 def store_metric_batch(request: Request, run_id: str, project: str | None, body: bytes,

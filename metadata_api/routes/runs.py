@@ -15,7 +15,7 @@ from ..deps import PrincipalDep, ReadableRun, SessionDep, SettingsDep, WritableR
 from ..models import Project, Run
 from ..repositories import projects as project_repo
 from ..repositories import runs as run_repo
-from ..schemas import Heartbeat, ParamsIn, RunCreate, RunOut, StatusChange, TagsIn
+from ..schemas import ParamsIn, RunCreate, RunOut, StatusChange, TagsIn
 from ..services import lifecycle, limits
 from ..settings import Settings
 from .views import run_out
@@ -106,20 +106,6 @@ def set_status(body: StatusChange, run: WritableRun, session: SessionDep) -> Run
         log.info("run status %s", body.status.value,
                  extra={"experiment_id": run.experiment_id, "run_id": run.id})
     return answer
-
-
-@router.post("/runs/{run_id}/heartbeat", status_code=status.HTTP_204_NO_CONTENT,
-             responses={409: errors.error("the run is COMPLETED or FAILED, or its id exists in "
-                                                             "several projects (give `project`)")})
-def heartbeat(run: WritableRun, session: SessionDep, _body: Heartbeat | None = None) -> Response:
-    """A sign of life (the body, `{}` or none, is ignored)."""
-    run_repo.lock(session, run)
-    try:
-        lifecycle.heartbeat(run)
-    except lifecycle.IllegalTransition as error:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"status: {error}") from error
-    session.commit()
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.put("/runs/{run_id}/params", response_model=RunOut, responses={413: errors.error(_LIMITS)})

@@ -166,3 +166,11 @@ def test_every_committed_status_change_is_counted_once(api: TestClient) -> None:
     assert api.post("/api/runs/counted/status", json={"status": "COMPLETED"}).status_code == 200
     assert api.post("/api/runs/counted/status", json={"status": "RUNNING"}).status_code == 409  # refused: not counted
     assert status_changes(api) == {"RUNNING": 3.0, "COMPLETED": 1.0, "FAILED": 1.0, "CRASHED": 1.0}
+
+
+@pytest.mark.parametrize(("body", "code"), [(None, 204), (b"{}", 204), (b'{"rank": 3}', 204), (b"null", 204),
+                                            (b"[]", 422), (b"{", 422)])
+def test_a_heartbeat_body_is_an_object_or_nothing(api: TestClient, body: bytes | None, code: int) -> None:
+    start(api, "r")
+    answer = api.post("/api/runs/r/heartbeat", content=body, headers={"Content-Type": "application/json"})
+    assert answer.status_code == code, answer.text

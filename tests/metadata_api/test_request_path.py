@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.middleware.trustedhost import TrustedHostMiddleware
-from trainmon.metadata_api import auth
+from trainmon.metadata_api import auth, routing
 from trainmon.metadata_api.app import create_app
 from trainmon.metadata_api.auth import create_token, hash_token
 from trainmon.metadata_api.models import ApiToken
@@ -229,15 +229,16 @@ def test_a_batch_waits_for_a_busy_sqlite_writer_in_a_worker_thread_never_on_the_
 def test_small_batches_are_stored_without_a_thread_hand_off_and_large_ones_with_one(
         api: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     handed_off: list[int] = []
-    real = ingest_route.run_in_threadpool
+    real = routing.run_in_threadpool
 
     async def counting(function: Callable[..., Any], *args: Any) -> Any:
-        handed_off.append(len(args[-1]))
+        handed_off.append(len(args[-1]) if isinstance(args[-1], bytes) else -1)
         return await real(function, *args)
 
-    monkeypatch.setattr(ingest_route, "run_in_threadpool", counting)
+    monkeypatch.setattr(routing, "run_in_threadpool", counting)
     assert api.post("/api/runs", json=RUN).status_code == 201
     assert api.post("/api/runs/r/metrics", json=POINTS).json() == {"accepted": 1, "duplicate": False}
+    assert api.post("/api/runs/r/heartbeat").status_code == 204  # a RUNNING run's heartbeat: one UPDATE, in place
     assert handed_off == []
     rows = [[step, None, {"loss": step * 0.5}] for step in range(4000)]
     body = {"batch_id": "large", "rows": rows}
