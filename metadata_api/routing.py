@@ -28,6 +28,8 @@ from starlette.types import Receive, Scope, Send
 from .db import WriterBusy, can_write_without_waiting
 
 T = TypeVar("T")
+#: bodies up to this size may be stored on the event loop (about 2,000 points in the rows form: a few ms at most)
+INLINE_MAX_BYTES = 64 * 1024
 
 _NO_DEFAULT = inspect.Parameter.empty
 

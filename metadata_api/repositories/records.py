@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from ..db import utcnow
+from ..db import connection_of, datetime_codec, param_mark, utcnow
 from ..models import LogLine, Note, Run
 
 
@@ -25,11 +25,15 @@ def notes_of_run(session: Session, run_key: int, limit: int, offset: int) -> tup
                  offset)
 
 
-def add_log_lines(session: Session, run_key: int, lines: Sequence[tuple[datetime, str, str]]) -> int:
-    """Insert (time, level, message) lines in one statement; returns how many."""
+def add_log_lines(database: Session | Any, run_key: int, lines: Sequence[tuple[datetime, str, str]]) -> int:
+    """Insert (time, level, message) lines with one driver-level executemany; returns how many."""
     if lines:
-        session.execute(LogLine.__table__.insert(), [
-            {"run_key": run_key, "time": time, "level": level, "message": message} for time, level, message in lines])
+        connection = connection_of(database)
+        mark = param_mark(connection)
+        encode_time = datetime_codec(connection.dialect)[0]
+        connection.exec_driver_sql(
+            f"INSERT INTO log_lines (run_key, time, level, message) VALUES ({mark}, {mark}, {mark}, {mark})",
+            [(run_key, encode_time(time), level, message) for time, level, message in lines])
     return len(lines)
 
 

@@ -42,7 +42,7 @@ from ..models import RunStatus
 from ..repositories import ingest_batches
 from ..repositories import points as point_repo
 from ..repositories import runs as run_repo
-from ..routing import DirectRoute, write_on_loop_or_thread
+from ..routing import INLINE_MAX_BYTES, DirectRoute, write_on_loop_or_thread
 from ..schemas import IngestResult, MetricBatch, PointIn, metric_key_error, openapi_body, parse_json_body
 from ..schemas.points import Row, merge_row_value_errors
 
@@ -50,8 +50,6 @@ router = APIRouter(prefix="/api", tags=["metrics"], route_class=DirectRoute)
 KIND = "metrics"
 HEARTBEAT_RESOLUTION = timedelta(seconds=1)
 _JSON = "application/json"
-#: bodies up to this size may be stored on the event loop (about 2,000 points in the rows form: a few ms at most)
-INLINE_MAX_BYTES = 64 * 1024
 
 
 def parse_metric_batch(body: bytes) -> MetricBatch:

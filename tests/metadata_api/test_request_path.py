@@ -26,7 +26,6 @@ from trainmon.metadata_api import auth, routing
 from trainmon.metadata_api.app import create_app
 from trainmon.metadata_api.auth import create_token, hash_token
 from trainmon.metadata_api.models import ApiToken
-from trainmon.metadata_api.routes import points as ingest_route
 from trainmon.metadata_api.routing import DirectRoute
 from trainmon.metadata_api.security import ContentTypes, HostAllowlist
 from trainmon.metadata_api.settings import Settings
@@ -239,11 +238,13 @@ def test_small_batches_are_stored_without_a_thread_hand_off_and_large_ones_with_
     assert api.post("/api/runs", json=RUN).status_code == 201
     assert api.post("/api/runs/r/metrics", json=POINTS).json() == {"accepted": 1, "duplicate": False}
     assert api.post("/api/runs/r/heartbeat").status_code == 204  # a RUNNING run's heartbeat: one UPDATE, in place
+    lines = {"batch_id": "l1", "lines": [{"time": "2026-01-01T00:00:00Z", "message": "step 1"}]}
+    assert api.post("/api/runs/r/logs", json=lines).json() == {"accepted": 1, "duplicate": False}
     assert handed_off == []
     rows = [[step, None, {"loss": step * 0.5}] for step in range(4000)]
     body = {"batch_id": "large", "rows": rows}
     assert api.post("/api/runs/r/metrics", json=body).json() == {"accepted": 4000, "duplicate": False}
-    assert len(handed_off) == 1 and handed_off[0] > ingest_route.INLINE_MAX_BYTES
+    assert len(handed_off) == 1 and handed_off[0] > routing.INLINE_MAX_BYTES
     points = api.get("/api/runs/r/metrics/loss", params={"limit": 5000}).json()["points"]
     assert [(point["step"], point["value"]) for point in points] == [(step, step * 0.5) for step in range(4000)]
 
