@@ -1,6 +1,8 @@
-"""`DirectRoute`: an `APIRoute` for the API's hottest request (metric ingest, 64 ranks a second or more) that calls
-its endpoint without FastAPI's per-request machinery (dependency solving, two exit stacks, the request wrapper):
-about a fifth of that request's CPU.
+"""The path of the API's most frequent requests: the trainers' metric and log batches and heartbeats (64 ranks
+send two or three a second each).
+
+`DirectRoute`: an `APIRoute` that calls its endpoint without FastAPI's per-request machinery (dependency solving,
+two exit stacks, the request wrapper): 1.60 -> 1.47 ms of API CPU for a 100-point metric batch.
 
 It applies only to an `async` endpoint whose parameters are the `Request` plus path and query parameters: anything
 else (a dependency, a header, cookie or body parameter) is refused when the route is built. A request takes the
@@ -9,6 +11,8 @@ same pydantic types FastAPI checks) and the query names no parameter twice and n
 goes FastAPI's way, so its errors (422 and the rest) are FastAPI's own. Either way it is the same endpoint, the
 route's telemetry label and the app's exception handlers are unchanged. The route's router must be included
 without router-level dependencies (they would be skipped).
+
+`write_on_loop_or_thread`: such a request's short write transaction on the event loop when that cannot block it.
 """
 
 from __future__ import annotations

@@ -17,9 +17,9 @@ Cost: this is the API's hottest request (64 ranks send one every second or so), 
 reads the body and stores it (`store_metric_batch`) in one transaction of driver-level SQL (`db.DriverConnection`:
 no statement building, no ORM entity), and writes its answer as bytes (no response-model pass). On SQLite a small
 batch (<= INLINE_MAX_BYTES) is stored right on the event loop when the write lock is free (`db.WriterBusy`
-otherwise: nothing waits on the loop), which saves the hand-off to a worker thread (about 0.25 ms of CPU, more
-than the rest of the request's Python); a larger batch, a busy database and PostgreSQL (network round trips) go
-to a worker thread. The checks and answers are those of every other route.
+otherwise: nothing waits on the loop; `routing.write_on_loop_or_thread`), which saves the hand-off to a worker
+thread (about 0.25 ms of CPU, more than the rest of the request's Python); a larger batch, a busy database and
+PostgreSQL (network round trips) go to a worker thread. The checks and answers are those of every other route.
 """
 
 from __future__ import annotations
