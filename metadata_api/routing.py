@@ -12,7 +12,8 @@ goes FastAPI's way, so its errors (422 and the rest) are FastAPI's own. Either w
 route's telemetry label and the app's exception handlers are unchanged. The route's router must be included
 without router-level dependencies (they would be skipped).
 
-`write_on_loop_or_thread`: such a request's short write transaction on the event loop when that cannot block it.
+`write_on_loop_or_thread`: such a request's short write transaction on the event loop when that cannot block it;
+`store_batch` and `batch_answer`: what the two batch routes do around their own store function.
 """
 
 from __future__ import annotations
@@ -22,11 +23,14 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
+import orjson
+from fastapi import HTTPException, status
 from fastapi.routing import APIRoute
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from .db import WriterBusy, can_write_without_waiting
@@ -108,3 +112,26 @@ async def write_on_loop_or_thread(engine: Engine, write: Callable[..., T], *args
         except WriterBusy:
             pass
     return await run_in_threadpool(write, *args)
+
+
+async def request_body(request: Request) -> bytes:
+    """The whole request body; 400 when it did not arrive whole (the client went away, or the body limit already
+    answered 413)."""
+    try:
+        return await request.body()
+    except ClientDisconnect:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "body: incomplete request body") from None
+
+
+async def store_batch(request: Request, store: Callable[..., tuple[int, bool]], run_id: str,
+                      project: str | None) -> tuple[int, bool]:
+    """Read a batch's body and `store(request, run_id, project, body, wait=...)` it (`write_on_loop_or_thread`: on
+    the event loop when it is small): (accepted, duplicate)."""
+    body = await request_body(request)
+    return await write_on_loop_or_thread(request.app.state.engine, store, request, run_id, project, body,
+                                         small=len(body) <= INLINE_MAX_BYTES)
+
+
+def batch_answer(accepted: int, duplicate: bool) -> Response:
+    """A batch route's answer (`IngestResult`), written as bytes: no response-model pass."""
+    return Response(orjson.dumps({"accepted": accepted, "duplicate": duplicate}), media_type="application/json")

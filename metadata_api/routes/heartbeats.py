@@ -13,14 +13,13 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import ClientDisconnect
 
 from .. import errors
 from ..db import driver_transaction, utcnow
 from ..deps import ProjectQuery, RunIdPath, principal_of, resolve_run
 from ..models import RunStatus
 from ..repositories import runs as run_repo
-from ..routing import DirectRoute, write_on_loop_or_thread
+from ..routing import DirectRoute, request_body, write_on_loop_or_thread
 from ..schemas import Heartbeat, openapi_body, parse_json_body
 from ..services import lifecycle
 
@@ -38,10 +37,7 @@ _BODY_SCHEMA["schema"] = {"anyOf": [_BODY_SCHEMA["schema"], {"type": "null"}]}
              openapi_extra=_OPTIONAL_BODY)
 async def heartbeat(request: Request, run_id: RunIdPath, project: ProjectQuery = None) -> Response:
     """A sign of life (the body, `{}` or none, is ignored)."""
-    try:
-        body = await request.body()
-    except ClientDisconnect:  # the client went away, or the body limit already answered 413
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "body: incomplete request body") from None
+    body = await request_body(request)
     if body.strip() not in (b"", b"null"):
         parse_json_body(Heartbeat, body)
     if not await write_on_loop_or_thread(request.app.state.engine, touch_running_run, request, run_id, project):

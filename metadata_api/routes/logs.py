@@ -10,16 +10,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
-from starlette.requests import ClientDisconnect
 
 from .. import errors
 from ..db import driver_transaction
 from ..deps import ProjectQuery, ReadableExperiment, RunIdPath, SessionDep, principal_of, resolve_run
 from ..models import LogLine
 from ..repositories import ingest_batches, records
-from ..routing import INLINE_MAX_BYTES, DirectRoute, write_on_loop_or_thread
+from ..routing import DirectRoute, batch_answer, store_batch
 from ..schemas import ExperimentLogs, IngestResult, Level, LogBatch, LogLineOut, RunId, openapi_body, parse_json_body
 from .experiments import Offset
 
@@ -30,13 +28,7 @@ LogLimit = Annotated[int, Query(ge=1, le=10_000)]
 
 async def ingest_logs(request: Request, run_id: RunIdPath, project: ProjectQuery = None) -> Response:
     """Store a batch of log lines once: a replayed `batch_id` stores nothing and answers `duplicate: true`."""
-    try:
-        body = await request.body()
-    except ClientDisconnect:  # the client went away, or the body limit already answered 413
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "body: incomplete request body") from None
-    accepted, duplicate = await write_on_loop_or_thread(request.app.state.engine, store_log_batch, request, run_id,
-                                                        project, body, small=len(body) <= INLINE_MAX_BYTES)
-    return Response(orjson.dumps({"accepted": accepted, "duplicate": duplicate}), media_type="application/json")
+    return batch_answer(*await store_batch(request, store_log_batch, run_id, project))
 
 
 def store_log_batch(request: Request, run_id: str, project: str | None, body: bytes,

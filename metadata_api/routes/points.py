@@ -16,7 +16,7 @@ The batch row and its points commit in one transaction: a batch is stored whole 
 Cost: this is the API's hottest request (64 ranks send one every second or so), so it is one `async` route that
 reads the body and stores it (`store_metric_batch`) in one transaction of driver-level SQL (`db.DriverConnection`:
 no statement building, no ORM entity), and writes its answer as bytes (no response-model pass). On SQLite a small
-batch (<= INLINE_MAX_BYTES) is stored right on the event loop when the write lock is free (`db.WriterBusy`
+batch (<= routing.INLINE_MAX_BYTES) is stored right on the event loop when the write lock is free (`db.WriterBusy`
 otherwise: nothing waits on the loop; `routing.write_on_loop_or_thread`), which saves the hand-off to a worker
 thread (about 0.25 ms of CPU, more than the rest of the request's Python); a larger batch, a busy database and
 PostgreSQL (network round trips) go to a worker thread. The checks and answers are those of every other route.
@@ -28,10 +28,8 @@ import time
 from datetime import timedelta
 from typing import Any
 
-import orjson
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
-from starlette.requests import ClientDisconnect
 from trainmon.common.naming import normalize_key
 from trainmon.common.wire import NONFINITE_JSON
 
@@ -42,14 +40,13 @@ from ..models import RunStatus
 from ..repositories import ingest_batches
 from ..repositories import points as point_repo
 from ..repositories import runs as run_repo
-from ..routing import INLINE_MAX_BYTES, DirectRoute, write_on_loop_or_thread
+from ..routing import DirectRoute, batch_answer, store_batch
 from ..schemas import IngestResult, MetricBatch, PointIn, metric_key_error, openapi_body, parse_json_body
 from ..schemas.points import Row, merge_row_value_errors
 
 router = APIRouter(prefix="/api", tags=["metrics"], route_class=DirectRoute)
 KIND = "metrics"
 HEARTBEAT_RESOLUTION = timedelta(seconds=1)
-_JSON = "application/json"
 
 
 def parse_metric_batch(body: bytes) -> MetricBatch:
@@ -111,15 +108,10 @@ def _key(given: str, loc: tuple[Any, ...]) -> str:
                         413: errors.error("body over MAX_BODY_BYTES or over MAX_POINTS_PER_BATCH points")},
              openapi_extra=openapi_body(MetricBatch))
 async def ingest_metrics(request: Request, run_id: RunIdPath, project: ProjectQuery = None) -> Response:
-    try:
-        body = await request.body()
-    except ClientDisconnect:  # the client went away, or the body limit already answered 413
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "body: incomplete request body") from None
-    accepted, duplicate = await write_on_loop_or_thread(request.app.state.engine, store_metric_batch, request, run_id,
-                                                        project, body, small=len(body) <= INLINE_MAX_BYTES)
+    accepted, duplicate = await store_batch(request, store_metric_batch, run_id, project)
     if not duplicate:
         request.app.state.telemetry.points_ingested.inc(accepted)
-    return Response(orjson.dumps({"accepted": accepted, "duplicate": duplicate}), media_type=_JSON)
+    return batch_answer(accepted, duplicate)
 
 
 def store_metric_batch(request: Request, run_id: str, project: str | None, body: bytes,
