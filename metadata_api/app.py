@@ -48,6 +48,7 @@ from .services import leadership, lifecycle, notifications, url_policy
 from .services.retention import retention_job
 from .settings import Settings, get_settings
 from .telemetry import ApiMetrics
+from .transactions import close_loop_writer
 from .wal import WAL_BACKSTOP_PAGES, wal_checkpoint_job
 from .web.assets import mount_assets
 
@@ -128,6 +129,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         app.state.jobs_lock.release()
+        close_loop_writer(app.state.engine)
         app.state.engine.dispose()
 
 

@@ -32,12 +32,15 @@ import time
 import weakref
 from collections.abc import Iterator
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import DateTime, Engine, create_engine, event, exc
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
+
+if TYPE_CHECKING:
+    from .transactions import DriverConnection
 
 SPECIAL_FINITE, SPECIAL_NAN, SPECIAL_POS_INF, SPECIAL_NEG_INF = 0, 1, 2, 3
 _WRITE_OPTION = "trainmon_write"
@@ -151,7 +154,7 @@ def make_engine(database_url: str, busy_timeout_ms: int = 30_000, echo: bool = F
     `wal_autocheckpoint` pages after which a commit checkpoints the WAL itself (SQLite's default, 1000, when None;
     see `wal.WalCheckpoints`)."""
     if database_url.startswith("sqlite"):
-        engine = create_engine(database_url, echo=echo,
+        engine = create_engine(database_url, echo=echo, pool_use_lifo=True,
                                connect_args={"check_same_thread": False, "timeout": busy_timeout_ms / 1000})
         database = engine.url.database or ""
         file_backed = database not in ("", ":memory:") and not database.startswith("file:")
@@ -218,132 +221,14 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int, storage: SqliteStora
         connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
-class DriverResult:
-    """The rows of a `DriverConnection` statement, read as from a SQLAlchemy result (plain tuples)."""
-
-    __slots__ = ("_cursor",)
-
-    def __init__(self, cursor: Any):
-        self._cursor = cursor
-
-    def __iter__(self) -> Iterator[tuple]:
-        return iter(self._cursor)
-
-    def first(self) -> tuple | None:
-        return self._cursor.fetchone()
-
-    def scalar(self) -> Any:
-        row = self._cursor.fetchone()
-        return None if row is None else row[0]
-
-    @property
-    def rowcount(self) -> int:
-        return self._cursor.rowcount
-
-
-class DriverConnection:
-    """One pooled DBAPI connection inside a write transaction (`driver_transaction`), offering what the hot
-    path's repository functions use of a SQLAlchemy `Connection`: `exec_driver_sql` (a list of parameter tuples
-    is an executemany) and `dialect`. A statement costs the driver's time only (about 1 us against 20-40 us
-    through SQLAlchemy on the 2-core machine); DBAPI errors are raised as SQLAlchemy's (`DBAPIError.instance`),
-    so storage faults, busy databases and dropped connections are answered as on every other path."""
-
-    def __init__(self, pooled: Any, dialect: Any):
-        self.dialect = dialect
-        self._pooled = pooled
-        self._error = dialect.loaded_dbapi.Error
-
-    def exec_driver_sql(self, statement: str, parameters: Any = ()) -> DriverResult:
-        cursor = self._pooled.cursor()
-        try:
-            if parameters.__class__ is list:
-                cursor.executemany(statement, parameters)
-            else:
-                cursor.execute(statement, parameters)
-        except self._error as error:
-            raise self.translated(error, statement, parameters, cursor) from error
-        return DriverResult(cursor)
-
-    def translated(self, error: Exception, statement: str | None = None, parameters: Any = None,
-                   cursor: Any = None) -> exc.DBAPIError:
-        """`error` as SQLAlchemy raises it; a dropped connection is invalidated (not returned to the pool)."""
-        gone = self.dialect.is_disconnect(error, self._pooled.dbapi_connection, cursor)
-        if gone:
-            self._pooled.invalidate(error)
-        return exc.DBAPIError.instance(statement, parameters, error, self._error, connection_invalidated=gone,
-                                       dialect=self.dialect)
-
-    def commit(self) -> None:
-        try:
-            self._pooled.commit()
-        except self._error as error:
-            raise self.translated(error, "COMMIT") from error
-
-
-class WriterBusy(Exception):
-    """`driver_transaction(..., wait=False)`: another connection holds SQLite's write lock, or no pooled
-    connection is free; nothing was done."""
-
-
-def can_write_without_waiting(engine: Engine) -> bool:
-    """Whether `driver_transaction(engine, wait=False)` can succeed at all: a SQLite database (whose write lock can
-    be tried without waiting), whose pool has a connection free now."""
-    pool = engine.pool
-    return engine.dialect.name == "sqlite" and (not hasattr(pool, "checkedout")
-                                                or pool.checkedout() < pool.size() + pool._max_overflow)
-
-
-@contextlib.contextmanager
-def driver_transaction(engine: Engine, wait: bool = True) -> Iterator[DriverConnection]:
-    """A write transaction on a pooled DBAPI connection (`DriverConnection`), committed when the block ends and
-    rolled back when it raises: what a write session does (the SQLite storage check, BEGIN IMMEDIATE, the pool's
-    pre-ping on PostgreSQL), without the ORM's and SQLAlchemy's per-statement machinery.
-
-    `wait=False` (SQLite, see `can_write_without_waiting`): `WriterBusy` at once instead of waiting for the write
-    lock (up to the busy timeout), for a caller that must not block, e.g. the event loop."""
-    storage = _STORAGE.get(engine)
-    if storage is not None:
-        storage.check(write=True)
-    if not wait and not can_write_without_waiting(engine):
-        raise WriterBusy("no pooled connection free")
-    try:
-        pooled = engine.raw_connection()
-    except engine.dialect.loaded_dbapi.Error as error:
-        raise exc.DBAPIError.instance(None, None, error, engine.dialect.loaded_dbapi.Error,
-                                      dialect=engine.dialect) from error
-    try:
-        connection = DriverConnection(pooled, engine.dialect)
-        if engine.dialect.name == "sqlite":
-            _begin_immediate(connection, wait)
-        yield connection
-        connection.commit()
-    except BaseException:
-        with contextlib.suppress(Exception):
-            pooled.rollback()
-        raise
-    finally:
-        pooled.close()
+def sqlite_storage(engine: Engine) -> SqliteStorage | None:
+    """The storage checks of a SQLite file engine (None for PostgreSQL and in-memory SQLite)."""
+    return _STORAGE.get(engine)
 
 
 def param_mark(connection: Any) -> str:
     """The driver's parameter mark: `?` (sqlite3) or `%s` (psycopg)."""
     return "?" if connection.dialect.paramstyle == "qmark" else "%s"
-
-
-def _begin_immediate(connection: DriverConnection, wait: bool) -> None:
-    if wait:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-        return
-    timeout = connection.exec_driver_sql("PRAGMA busy_timeout").scalar()
-    connection.exec_driver_sql("PRAGMA busy_timeout = 0")
-    try:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-    except exc.OperationalError as error:
-        if _locked(error.orig):
-            raise WriterBusy("another connection holds the write lock") from error
-        raise
-    finally:
-        connection.exec_driver_sql(f"PRAGMA busy_timeout = {int(timeout)}")
 
 
 def connection_of(database: Session | Connection | DriverConnection) -> Connection | DriverConnection:
@@ -379,12 +264,13 @@ def _use_wal(cursor: Any, busy_timeout_ms: int) -> None:
             cursor.execute("PRAGMA journal_mode = WAL")
             return
         except Exception as error:  # sqlite3.OperationalError: "database is locked"
-            if not _locked(error) or time.monotonic() > deadline:
+            if not is_locked(error) or time.monotonic() > deadline:
                 raise
             time.sleep(0.02)
 
 
-def _locked(error: BaseException) -> bool:
+def is_locked(error: BaseException) -> bool:
+    """Whether a DBAPI error is SQLite's "database is locked" / "busy"."""
     code = getattr(error, "sqlite_errorcode", None)
     if code is not None:
         return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
@@ -423,7 +309,7 @@ def is_retryable(error: Exception) -> bool:
     cause = error.orig
     if type(cause).__module__.split(".")[0] != "sqlite3":
         return True
-    return _locked(cause)
+    return is_locked(cause)
 
 
 def storage_problem(error: BaseException) -> str | None:

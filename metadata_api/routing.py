@@ -33,7 +33,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from .db import WriterBusy, can_write_without_waiting
+from .transactions import WriterBusy, can_write_without_waiting
 
 T = TypeVar("T")
 #: bodies up to this size may be stored on the event loop (about 2,000 points in the rows form: a few ms at most)
@@ -101,11 +101,11 @@ class DirectRoute(APIRoute):
 
 
 async def write_on_loop_or_thread(engine: Engine, write: Callable[..., T], *args: Any, small: bool = True) -> T:
-    """`write(*args, wait=...)`, a short write transaction (`db.driver_transaction`), on the event loop when that
-    cannot block it: a `small` write to SQLite while its write lock is free (`wait=False`, `db.WriterBusy` when
-    not: nothing was done). That saves the hand-off to a worker thread (about 0.25 ms of CPU, more than the rest of
-    a small request's Python). Otherwise (a large write, a busy database, PostgreSQL with its network round trips)
-    in a worker thread, waiting for the lock there."""
+    """`write(*args, wait=...)`, a short write transaction (`transactions.driver_transaction`), on the event loop
+    when that cannot block it: a `small` write to a SQLite file while its write lock is free (`wait=False`,
+    `transactions.WriterBusy` when not: nothing was done). That saves the hand-off to a worker thread (about 0.25 ms
+    of CPU, more than the rest of a small request's Python). Otherwise (a large write, a busy database, PostgreSQL
+    with its network round trips) in a worker thread, waiting for the lock there."""
     if small and can_write_without_waiting(engine):
         try:
             return write(*args, wait=False)

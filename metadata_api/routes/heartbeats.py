@@ -15,13 +15,14 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from .. import errors
-from ..db import driver_transaction, utcnow
+from ..db import utcnow
 from ..deps import ProjectQuery, RunIdPath, principal_of, resolve_run
 from ..models import RunStatus
 from ..repositories import runs as run_repo
 from ..routing import DirectRoute, request_body, write_on_loop_or_thread
 from ..schemas import Heartbeat, openapi_body, parse_json_body
 from ..services import lifecycle
+from ..transactions import driver_transaction
 
 router = APIRouter(prefix="/api", tags=["runs"], route_class=DirectRoute)
 #: documented as before: a JSON object, `null` or no body at all

@@ -13,12 +13,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
 from .. import errors
-from ..db import driver_transaction
 from ..deps import ProjectQuery, ReadableExperiment, RunIdPath, SessionDep, principal_of, resolve_run
 from ..models import LogLine
 from ..repositories import ingest_batches, records
 from ..routing import DirectRoute, batch_answer, store_batch
 from ..schemas import ExperimentLogs, IngestResult, Level, LogBatch, LogLineOut, RunId, openapi_body, parse_json_body
+from ..transactions import driver_transaction
 from .experiments import Offset
 
 router = APIRouter(prefix="/api", tags=["logs"])

@@ -14,12 +14,13 @@ Idempotency, two layers:
 The batch row and its points commit in one transaction: a batch is stored whole or not at all.
 
 Cost: this is the API's hottest request (64 ranks send one every second or so), so it is one `async` route that
-reads the body and stores it (`store_metric_batch`) in one transaction of driver-level SQL (`db.DriverConnection`:
-no statement building, no ORM entity), and writes its answer as bytes (no response-model pass). On SQLite a small
-batch (<= routing.INLINE_MAX_BYTES) is stored right on the event loop when the write lock is free (`db.WriterBusy`
-otherwise: nothing waits on the loop; `routing.write_on_loop_or_thread`), which saves the hand-off to a worker
-thread (about 0.25 ms of CPU, more than the rest of the request's Python); a larger batch, a busy database and
-PostgreSQL (network round trips) go to a worker thread. The checks and answers are those of every other route.
+reads the body and stores it (`store_metric_batch`) in one transaction of driver-level SQL
+(`transactions.DriverConnection`: no statement building, no ORM entity), and writes its answer as bytes (no
+response-model pass). On SQLite a small batch (<= routing.INLINE_MAX_BYTES) is stored right on the event loop when
+the write lock is free (`transactions.WriterBusy` otherwise: nothing waits on the loop;
+`routing.write_on_loop_or_thread`), which saves the hand-off to a worker thread (about 0.25 ms of CPU, more than
+the rest of the request's Python); a larger batch, a busy database and PostgreSQL (network round trips) go to a
+worker thread. The checks and answers are those of every other route.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from trainmon.common.naming import normalize_key
 from trainmon.common.wire import NONFINITE_JSON
 
 from .. import errors
-from ..db import driver_transaction, utcnow
+from ..db import utcnow
 from ..deps import ProjectQuery, RunIdPath, principal_of, resolve_run
 from ..models import RunStatus
 from ..repositories import ingest_batches
@@ -43,6 +44,7 @@ from ..repositories import runs as run_repo
 from ..routing import DirectRoute, batch_answer, store_batch
 from ..schemas import IngestResult, MetricBatch, PointIn, metric_key_error, openapi_body, parse_json_body
 from ..schemas.points import Row, merge_row_value_errors
+from ..transactions import driver_transaction
 
 router = APIRouter(prefix="/api", tags=["metrics"], route_class=DirectRoute)
 KIND = "metrics"
@@ -117,7 +119,7 @@ async def ingest_metrics(request: Request, run_id: RunIdPath, project: ProjectQu
 def store_metric_batch(request: Request, run_id: str, project: str | None, body: bytes,
                        wait: bool = True) -> tuple[int, bool]:
     """Validate and store one batch (see the module docstring) in one transaction: (accepted, duplicate).
-    `wait=False`: `db.WriterBusy` instead of waiting for SQLite's write lock."""
+    `wait=False`: `transactions.WriterBusy` instead of waiting for SQLite's write lock."""
     state = request.app.state
     batch = parse_metric_batch(body)
     count = batch.point_count

@@ -19,10 +19,10 @@ import pytest
 from fastapi import Header, Request
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import event, update
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.middleware.trustedhost import TrustedHostMiddleware
-from trainmon.metadata_api import auth, routing
+from trainmon.metadata_api import auth, routing, transactions
 from trainmon.metadata_api.app import create_app
 from trainmon.metadata_api.auth import create_token, hash_token
 from trainmon.metadata_api.models import ApiToken
@@ -298,3 +298,31 @@ def test_fastapi_opentelemetry_is_off_unless_asked(api_settings: Settings) -> No
     off, on = (create_app(api_settings.model_copy(update={"opentelemetry": wanted})) for wanted in (False, True))
     assert [off._telemetry[signal] for signal in signals] == [False] * 3
     assert [on._telemetry[signal] for signal in signals] == [True] * 3
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_event_loop_writes_keep_one_connection_outside_the_pool(api_settings: Settings) -> None:
+    """The loop's writes go through one connection of their own (`transactions.LoopWriter`): no pool checkout per
+    request, usable again after a failed transaction or an invalidated connection, closed when the app stops."""
+    with TestClient(create_app(api_settings)) as api:
+        engine = api.app.state.engine  # type: ignore[attr-defined]
+        checkouts: list[int] = []
+        event.listen(engine, "checkout", lambda *_: checkouts.append(1))
+        assert api.post("/api/runs", json=RUN).status_code == 201  # an ORM session: one checkout
+        assert api.post("/api/runs/r/metrics", json=POINTS).status_code == 200  # opens the loop's connection
+        opened = len(checkouts)
+        for index in range(5):
+            body = {"batch_id": f"loop{index}", "points": [{"key": "loss", "step": index + 2, "value": 0.5}]}
+            assert api.post("/api/runs/r/metrics", json=body).status_code == 200
+            assert api.post("/api/runs/nobody/metrics", json=body).status_code == 404  # rolled back mid-transaction
+            assert api.post("/api/runs/r/heartbeat").status_code == 204
+        assert len(checkouts) == opened and engine.pool.checkedout() == 0
+        writer = transactions._LOOP_WRITERS[engine]
+        writer._connection._pooled.invalidate()  # e.g. a dropped connection: the next write opens another
+        assert api.post("/api/runs/r/metrics", json={**POINTS, "batch_id": "after"}).status_code == 200
+        assert len(checkouts) == opened + 1
+        with (transactions.driver_transaction(engine, wait=False), pytest.raises(transactions.WriterBusy),
+              transactions.driver_transaction(engine, wait=False)):
+            pass  # in use (here by this thread, in the API by another event loop): refused, not shared
+        assert [point["step"] for point in api.get("/api/runs/r/metrics/loss").json()["points"]] == list(range(1, 7))
+    assert engine not in transactions._LOOP_WRITERS and writer._connection is None
