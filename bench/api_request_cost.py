@@ -297,7 +297,8 @@ def main() -> int:
             sampler = None
             if args.py_spy:
                 sampler = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--gil", "--format",
-                                            "raw", "--rate", "1000", "--threads", "-p", str(api.pid), "-o", args.py_spy],
+                                            "raw", "--rate", "1000", "--threads", "-p", str(api.pid),
+                                            "-o", args.py_spy],
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 time.sleep(1)
             modes = {"ingest": lambda _index: ingest(args.requests), "healthz": lambda _index: healthz(args.requests),
