@@ -43,6 +43,7 @@ from .routes import (
     sd,
     series,
 )
+from .routing import install_direct_routes
 from .security import allowed_hosts
 from .services import leadership, lifecycle, notifications, url_policy
 from .services.retention import retention_job
@@ -90,6 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
           registry=app.state.telemetry.registry).set_function(lambda: float(app.state.jobs_lock.held))
     for router in ROUTERS:
         app.include_router(router)
+    if not settings.opentelemetry:  # FastAPI's spans take the route from its own router
+        install_direct_routes(app, ROUTERS)
     install_docs(app)
     mount_assets(app)
     # One layer checks and marks every request (middleware.RequestGuard: security headers, latency, Host allowlist,

@@ -12,6 +12,9 @@ goes FastAPI's way, so its errors (422 and the rest) are FastAPI's own. Either w
 route's telemetry label and the app's exception handlers are unchanged. The route's router must be included
 without router-level dependencies (they would be skipped).
 
+`DirectRoutes` (`install_direct_routes`, unless OPENTELEMETRY is on): the app router's first entry, which matches a
+well-formed request to one of these routes before FastAPI's router does (about 45 us a request less).
+
 `write_on_loop_or_thread`: such a request's short write transaction on the event loop when that cannot block it;
 `store_batch` and `batch_answer`: what the two batch routes do around their own store function.
 """
@@ -24,13 +27,15 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 import orjson
-from fastapi import HTTPException, status
+from fastapi import APIRouter, FastAPI, HTTPException, status
 from fastapi.routing import APIRoute
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import URLPath
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Match, NoMatchFound, get_route_path
 from starlette.types import Receive, Scope, Send
 
 from .transactions import WriterBusy, can_write_without_waiting
@@ -40,6 +45,7 @@ T = TypeVar("T")
 INLINE_MAX_BYTES = 64 * 1024
 
 _NO_DEFAULT = inspect.Parameter.empty
+_ARGUMENTS = "trainmon.direct_arguments"  # the scope key a `DirectRoutes` match leaves its endpoint's arguments in
 
 
 class _Parameter:
@@ -69,23 +75,26 @@ class DirectRoute(APIRoute):
                               for field in dependant.query_params}
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        arguments = self._direct_arguments(scope) if scope["method"] in self.methods else None
+        arguments = self.direct_arguments(scope["path_params"], scope["query_string"]) \
+            if scope["method"] in self.methods else None
         if arguments is None:
             await super().handle(scope, receive, send)
             return
+        await self.call_directly(scope, receive, send, arguments)
+
+    async def call_directly(self, scope: Scope, receive: Receive, send: Send, arguments: dict[str, Any]) -> None:
+        """The endpoint called with `arguments` (`direct_arguments`) and the request."""
         arguments[self._request_name] = Request(scope, receive, send)
         response = await self.endpoint(**arguments)
         await response(scope, receive, send)
 
-    def _direct_arguments(self, scope: Scope) -> dict[str, Any] | None:
+    def direct_arguments(self, path_values: dict[str, Any], query_string: bytes) -> dict[str, Any] | None:
         """The endpoint's arguments when every parameter is valid and unambiguous, else None (FastAPI's way)."""
         arguments: dict[str, Any] = {}
         try:
-            path_values = scope["path_params"]
             for parameter in self._path_params:
                 arguments[parameter.name] = parameter.adapter.validate_python(path_values[parameter.alias])
-            given = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
-            for alias, value in given:
+            for alias, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
                 parameter = self._query_params.get(alias)
                 if parameter is None or parameter.name in arguments:
                     return None
@@ -98,6 +107,44 @@ class DirectRoute(APIRoute):
                     return None
                 arguments[parameter.name] = parameter.default
         return arguments
+
+
+class DirectRoutes(BaseRoute):
+    """The app router's first entry (`install_direct_routes`): a well-formed request to one of the `DirectRoute`s
+    (each route's own path regex, methods and parameter checks) is matched here and its endpoint called directly.
+    That skips FastAPI's router, which matches a request twice against the included routers' candidates (about
+    45 us a request). Anything else matches nothing here and takes the usual way, to the same route."""
+
+    def __init__(self, routes: list[DirectRoute]):
+        self.routes = routes
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] == "http":
+            path, method = get_route_path(scope), scope["method"]
+            for route in self.routes:
+                if method in route.methods and (found := route.path_regex.match(path)) is not None:
+                    path_params = {**scope.get("path_params", {}),
+                                   **{name: route.param_convertors[name].convert(value)
+                                      for name, value in found.groupdict().items()}}
+                    arguments = route.direct_arguments(path_params, scope["query_string"])
+                    if arguments is not None:
+                        return Match.FULL, {"endpoint": route.endpoint, "path_params": path_params, "route": route,
+                                            _ARGUMENTS: arguments}
+        return Match.NONE, {}
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await scope["route"].call_directly(scope, receive, send, scope.pop(_ARGUMENTS))
+
+    def url_path_for(self, name: str, /, **path_params: Any) -> URLPath:
+        raise NoMatchFound(name, path_params)  # the routes themselves answer for their names
+
+
+def install_direct_routes(app: FastAPI, routers: list[APIRouter]) -> None:
+    """Put a `DirectRoutes` of the `DirectRoute`s of `routers` (included without a prefix) first in `app`'s
+    router."""
+    routes = [route for router in routers for route in router.routes if isinstance(route, DirectRoute)]
+    if routes:
+        app.router.routes.insert(0, DirectRoutes(routes))
 
 
 async def write_on_loop_or_thread(engine: Engine, write: Callable[..., T], *args: Any, small: bool = True) -> T:

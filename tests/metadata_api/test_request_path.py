@@ -326,3 +326,40 @@ def test_event_loop_writes_keep_one_connection_outside_the_pool(api_settings: Se
             pass  # in use (here by this thread, in the API by another event loop): refused, not shared
         assert [point["step"] for point in api.get("/api/runs/r/metrics/loss").json()["points"]] == list(range(1, 7))
     assert engine not in transactions._LOOP_WRITERS and writer._connection is None
+
+
+@pytest.mark.parametrize("telemetry", [False, True])
+def test_well_formed_direct_requests_are_matched_before_fastapis_router(
+        make_api: Callable[..., TestClient], monkeypatch: pytest.MonkeyPatch, telemetry: bool) -> None:
+    """`routing.DirectRoutes`, first in the app's router: a well-formed batch or heartbeat reaches its endpoint
+    without FastAPI's router (nor `DirectRoute.handle`), under the same route label; with OPENTELEMETRY=true
+    FastAPI's router keeps every request (its spans name the route)."""
+    routed: list[str] = []
+    ordinary = DirectRoute.handle
+
+    async def counted(self: DirectRoute, scope: dict, receive: Any, send: Any) -> None:
+        routed.append(scope["path"])
+        await ordinary(self, scope, receive, send)
+
+    monkeypatch.setattr(DirectRoute, "handle", counted)
+    api = make_api(opentelemetry=telemetry)
+    assert isinstance(api.app.router.routes[0], routing.DirectRoutes) is not telemetry  # type: ignore[attr-defined]
+    assert api.post("/api/runs", json=RUN).status_code == 201
+    lines = {"batch_id": "l1", "lines": [{"time": "2026-01-01T00:00:00Z", "message": "step 1"}]}
+    answers = [api.post("/api/runs/r/metrics", json=POINTS).status_code,
+               api.post("/api/runs/r/metrics?project=default", json={**POINTS, "batch_id": "b2"}).status_code,
+               api.post("/api/runs/r/heartbeat").status_code, api.post("/api/runs/r/logs", json=lines).status_code,
+               api.post("/api/runs/nope/heartbeat").status_code]
+    assert answers == [200, 200, 204, 200, 404]
+    direct = ["/api/runs/r/metrics", "/api/runs/r/metrics", "/api/runs/r/heartbeat", "/api/runs/r/logs",
+              "/api/runs/nope/heartbeat"]
+    assert routed == (direct if telemetry else [])
+    assert api.post("/api/runs/r/metrics?project=", json=POINTS).status_code == 422  # not well-formed: routed
+    assert routed[-1] == "/api/runs/r/metrics"
+    wrong_method = api.get("/api/runs/r/metrics")  # the path of a direct route, another method: FastAPI's 405
+    assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
+    counts = request_counts(api)
+    assert counts[("POST", "/api/runs/{run_id}/metrics", "200")] == 2
+    assert counts[("POST", "/api/runs/{run_id}/heartbeat", "404")] == 1
+    assert counts[("POST", "/api/runs/{run_id}/logs", "200")] == 1
+    assert api.app.url_path_for("ingest_metrics", run_id="r") == "/api/runs/r/metrics"  # type: ignore[attr-defined]
