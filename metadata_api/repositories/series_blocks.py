@@ -17,6 +17,7 @@ holding that value, at most BLOCK_STEPS steps a lookup, and the chosen points ar
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 
 from sqlalchemy.engine import Connection
@@ -29,6 +30,7 @@ BLOCK_STEPS = 64
 MIN_BLOCKED_WIDTH = 4 * BLOCK_STEPS
 """Buckets at least this wide are reduced from blocks; narrower ones read the points (blocks would not save)."""
 LOOKUP_CHUNK = 2000  # rows a VALUES list carries
+MERGE_CHUNK = 1000  # blocks an ingest upsert carries (13 parameters each: within both databases' limits)
 
 _AGGREGATES = (f"MIN(step), MAX(step), COUNT(*), MIN(value), MAX(value), "
                f"MIN(CASE WHEN special = {SPECIAL_NAN} THEN step END), "
@@ -110,41 +112,46 @@ def record_written(connection: Connection, run_key: int, rank: int, rows: Sequen
     """Bring the blocks of one rank of a run up to date after `rows` ((run_key, rank, key, step, value, special,
     wall_time), one per (key, step)) were upserted in this transaction.
 
-    The hot path of ingest, so the batch's own aggregates are computed here (no second read of its points): a
-    block with no row yet had no points, so the batch's aggregates are the block's; a block whose stored last
-    step is before the batch's first step in it gained points and lost none, so the two merge exactly; any other
-    block (a step may have been replaced) is recomputed from its points."""
+    The hot path of ingest, so the batch's own aggregates are computed here (no second read of its points) and
+    merged into the stored rows by the upsert itself (`_merge_sql`): a block with no row yet had no points, so the
+    batch's aggregates are the block's; a block whose stored last step is before the batch's first step in it
+    gained points and lost none, so the two merge exactly. The upsert leaves any other block alone (a step may have
+    been replaced), and those, the blocks it did not return, are recomputed from their points."""
     batch = _batch_aggregates(rows)
     if not batch:
         return
     _lock_ranks(connection, [(run_key, rank)])
-    stored = _stored_blocks(connection, run_key, rank, batch)
-    merged, replaced = [], []
-    for (key, block), new in batch.items():
-        old = stored.get((key, block))
-        if old is None:
-            merged.append((run_key, rank, key, block, *new))
-        elif new[0] > old[1]:
-            merged.append((run_key, rank, key, block, old[0], new[1], old[2] + new[2], _least(old[3], new[3]),
-                           _greatest(old[4], new[4]), *(o if o is not None else n for o, n in zip(old[5:8], new[5:8],
-                                                                                               strict=True)),
-                           _least(old[8], new[8])))
-        else:
-            replaced.append((run_key, rank, key, block))
-    mark = param_mark(connection)
-    if merged:
-        connection.exec_driver_sql(f"INSERT INTO metric_blocks (run_key, rank, key, block, "
-                                   f"{', '.join(_BLOCK_COLUMNS)}) VALUES ({', '.join([mark] * 13)}) {_UPSERT_TAIL}",
-                                   merged)
-    refresh_blocks(connection, replaced, points_deleted=False)
+    merged: set[tuple[str, int]] = set()
+    blocks = [(run_key, rank, key, block, *aggregates) for (key, block), aggregates in batch.items()]
+    for start in range(0, len(blocks), MERGE_CHUNK):
+        chunk = blocks[start:start + MERGE_CHUNK]
+        sql = _merge_sql(connection.dialect.name, param_mark(connection), len(chunk))
+        merged.update(tuple(row) for row in connection.exec_driver_sql(sql, tuple(value for block in chunk
+                                                                                   for value in block)))
+    refresh_blocks(connection, [(run_key, rank, key, block) for key, block in batch if (key, block) not in merged],
+                   points_deleted=False)
 
 
-def _least(a: float | None, b: float | None) -> float | None:
-    return b if a is None else a if b is None else min(a, b)
-
-
-def _greatest(a: float | None, b: float | None) -> float | None:
-    return b if a is None else a if b is None else max(a, b)
+@functools.lru_cache(maxsize=64)
+def _merge_sql(dialect: str, mark: str, count: int) -> str:
+    """Upsert `count` blocks' batch aggregates, merged into a stored row when the batch only appends to it; returns
+    (key, block) of the rows inserted or merged."""
+    if dialect == "postgresql":
+        least, greatest = "LEAST({0}, {1})", "GREATEST({0}, {1})"  # both ignore NULL
+    else:  # SQLite's two-argument MIN/MAX are NULL when either is
+        least, greatest = "COALESCE(MIN({0}, {1}), {0}, {1})", "COALESCE(MAX({0}, {1}), {0}, {1})"
+    stored, new = "metric_blocks.{}".format, "excluded.{}".format
+    merge = {"last_step": new("last_step"), "count": f"{stored('count')} + {new('count')}",
+             "min_value": least.format(stored("min_value"), new("min_value")),
+             "max_value": greatest.format(stored("max_value"), new("max_value")),
+             **{name: f"COALESCE({stored(name)}, {new(name)})"
+                for name in ("nan_step", "pos_inf_step", "neg_inf_step")},
+             "min_wall_time": least.format(stored("min_wall_time"), new("min_wall_time"))}
+    row = f"({', '.join([mark] * (4 + len(_BLOCK_COLUMNS)))})"
+    return (f"INSERT INTO metric_blocks (run_key, rank, key, block, {', '.join(_BLOCK_COLUMNS)}) VALUES "
+            f"{', '.join([row] * count)} ON CONFLICT (run_key, rank, key, block) DO UPDATE SET "
+            f"{', '.join(f'{name} = {value}' for name, value in merge.items())} "
+            f"WHERE {new('first_step')} > {stored('last_step')} RETURNING key, block")
 
 
 def _batch_aggregates(rows: Sequence[Sequence]) -> dict[tuple[str, int], list]:
@@ -175,23 +182,6 @@ def _batch_aggregates(rows: Sequence[Sequence]) -> dict[tuple[str, int], list]:
         elif value > aggregate[4]:
             aggregate[4] = value
     return found
-
-
-def _stored_blocks(connection: Connection, run_key: int, rank: int,
-                   batch: dict[tuple[str, int], list]) -> dict[tuple, tuple]:
-    """The stored rows of the blocks in `batch`, by (key, block): one statement, a range read per key (a batch's
-    keys usually span the same blocks)."""
-    keys = sorted({key for key, _block in batch})
-    blocks = [block for _key, block in batch]
-    mark = param_mark(connection)
-    stored: dict[tuple, tuple] = {}
-    for key, block, *columns in connection.exec_driver_sql(
-            f"SELECT key, block, {', '.join(_BLOCK_COLUMNS)} FROM metric_blocks WHERE run_key = {mark} AND "
-            f"rank = {mark} AND key IN ({', '.join([mark] * len(keys))}) AND block BETWEEN {mark} AND {mark}",
-            (run_key, rank, *keys, min(blocks), max(blocks))):
-        if (key, block) in batch:
-            stored[(key, block)] = tuple(columns)
-    return stored
 
 
 def rebuild_series_blocks(connection: Connection, series: Series) -> None:
