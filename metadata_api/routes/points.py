@@ -35,7 +35,7 @@ from trainmon.common.naming import normalize_key
 from trainmon.common.wire import NONFINITE_JSON
 
 from .. import errors
-from ..db import utcnow
+from ..db import SPECIAL_FINITE, encode_value, utcnow
 from ..deps import ProjectQuery, RunIdPath, principal_of, resolve_run
 from ..models import RunStatus
 from ..repositories import ingest_batches
@@ -49,6 +49,7 @@ from ..transactions import driver_transaction
 router = APIRouter(prefix="/api", tags=["metrics"], route_class=DirectRoute)
 KIND = "metrics"
 HEARTBEAT_RESOLUTION = timedelta(seconds=1)
+ENCODED_NONFINITE = {text: encode_value(number) for text, number in NONFINITE_JSON.items()}  # the wire's strings
 
 
 def parse_metric_batch(body: bytes) -> MetricBatch:
@@ -60,8 +61,9 @@ def parse_metric_batch(body: bytes) -> MetricBatch:
         raise RequestValidationError(merge_row_value_errors(error.errors()), body=body) from None
 
 def point_rows(points: list[PointIn], now: float) -> list[point_repo.PointRow]:
-    """(key, step, value, wall_time) for each (key, step), the last point given for it; keys are normalised once
-    per distinct key (422 naming the point when one is unusable), non-finite strings become floats."""
+    """(key, step, value, special, wall_time) for each (key, step), the last point given for it; keys are
+    normalised once per distinct key (422 naming the point when one is unusable), values encoded as stored
+    (`db.encode_value`; the non-finite strings too)."""
     keys: dict[str, str] = {}
     latest: dict[tuple[str, int], point_repo.PointRow] = {}
     for index, point in enumerate(points):
@@ -71,8 +73,12 @@ def point_rows(points: list[PointIn], now: float) -> list[point_repo.PointRow]:
             key = _key(given, ("body", "points", index, "key"))
             keys[given] = key
         if value.__class__ is str:
-            value = NONFINITE_JSON[value]
-        latest[(key, step)] = (key, step, value, now if wall_time is None else wall_time)
+            value, special = ENCODED_NONFINITE[value]
+        elif value - value == 0.0:  # finite (NaN and +-Inf give NaN): the common case, no call
+            special = SPECIAL_FINITE
+        else:
+            value, special = encode_value(value)
+        latest[(key, step)] = (key, step, value, special, now if wall_time is None else wall_time)
     return list(latest.values())
 
 
@@ -94,7 +100,13 @@ def row_points(rows: list[Row], now: float) -> list[point_repo.PointRow]:
             if key is None:
                 key = keys[given] = _key(given, ("body", "rows", index, 2, given, "[key]"))
                 unique = unique and key == given
-            append((key, step, NONFINITE_JSON[value] if value.__class__ is str else value, wall))
+            if value.__class__ is str:
+                value, special = ENCODED_NONFINITE[value]
+            elif value - value == 0.0:
+                special = SPECIAL_FINITE
+            else:
+                value, special = encode_value(value)
+            append((key, step, value, special, wall))
     return found if unique else list({(point[0], point[1]): point for point in found}.values())
 
 
