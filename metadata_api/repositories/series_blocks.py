@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Sequence
+from itertools import chain
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
@@ -126,8 +127,7 @@ def record_written(connection: Connection, run_key: int, rank: int, rows: Sequen
     for start in range(0, len(blocks), MERGE_CHUNK):
         chunk = blocks[start:start + MERGE_CHUNK]
         sql = _merge_sql(connection.dialect.name, param_mark(connection), len(chunk))
-        merged.update(tuple(row) for row in connection.exec_driver_sql(sql, tuple(value for block in chunk
-                                                                                   for value in block)))
+        merged.update(tuple(row) for row in connection.exec_driver_sql(sql, tuple(chain.from_iterable(chunk))))
     refresh_blocks(connection, [(run_key, rank, key, block) for key, block in batch if (key, block) not in merged],
                    points_deleted=False)
 

@@ -96,7 +96,7 @@ class MetricBatch(BaseModel):
     def point_count(self) -> int:
         if self.points is not None:
             return len(self.points)
-        return sum(len(row[2]) for row in self.rows)
+        return sum([len(values) for _step, _wall_time, values in self.rows])
 
 
 class PointOut(BaseModel):
