@@ -87,6 +87,16 @@ class DriverConnection:
         except self._error as error:
             raise self.translated(error, "COMMIT") from error
 
+    @contextlib.contextmanager
+    def committed(self) -> Iterator[DriverConnection]:
+        """This connection until the block ends, then a commit; a rollback when the block raises."""
+        try:
+            yield self
+            self.commit()
+        except BaseException:
+            self.rollback()
+            raise
+
     def rollback(self) -> None:
         """Roll back whatever is open; a connection that cannot is unusable and left to be replaced."""
         with contextlib.suppress(Exception):
@@ -125,12 +135,8 @@ class LoopWriter:
                 if is_locked(error.orig):
                     raise WriterBusy("another connection holds the write lock") from error
                 raise
-            try:
+            with connection.committed():
                 yield connection
-                connection.commit()
-            except BaseException:
-                connection.rollback()
-                raise
         finally:
             self._in_use.release()
 
@@ -190,13 +196,10 @@ def driver_transaction(engine: Engine, wait: bool = True) -> Iterator[DriverConn
     pooled = _checkout(engine)
     connection = DriverConnection(pooled, engine.dialect)
     try:
-        if engine.dialect.name == "sqlite":
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
-        yield connection
-        connection.commit()
-    except BaseException:
-        connection.rollback()
-        raise
+        with connection.committed():
+            if engine.dialect.name == "sqlite":
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            yield connection
     finally:
         pooled.close()
 
