@@ -211,6 +211,22 @@ def test_blocked_reduction_equals_the_pure_m4_with_nan_inf_and_ties(
     assert values[2 * int(N_POINTS * SPECIAL_AT[0])] == 50.0 and values[6000] == -7.5 and values[6040] == 9.25
 
 
+def test_blocks_stay_exact_when_small_batches_append_to_them(
+        api: TestClient, session_factory: sessionmaker[Session]) -> None:
+    """Batches of 7 steps, rows form as the SDK sends them: each block is written by many appends, merged into
+    its stored row by the upsert (NaN, +-Inf and finite values on either side; older wall times arriving later)."""
+    run_id = make_run(api)
+    rng = random.Random(5)
+    choices = (math.nan, math.inf, -math.inf)
+    points = [SeriesPoint(step=3 * i, value=rng.choice(choices) if rng.random() < 0.3 else rng.uniform(-5, 5),
+                          wall_time=500_000.0 - i if i % 11 == 0 else 1_000_000.0 + i) for i in range(1400)]
+    for start in range(0, len(points), 7):
+        rows = [[p.step, p.wall_time, {"loss": json_value(p.value)}] for p in points[start:start + 7]]
+        answer = api.post(f"/api/runs/{run_id}/metrics", json={"batch_id": f"append-{start}", "rows": rows})
+        assert answer.json() == {"accepted": len(rows), "duplicate": False}
+    assert stored_blocks(session_factory, run_id, "loss") == expected_blocks(points)
+
+
 def test_blocks_stay_exact_when_a_batch_replaces_stored_steps(
         api: TestClient, session_factory: sessionmaker[Session]) -> None:
     """Last write wins: replaced extremes, NaN and infinities leave no trace in the blocks or the reduction."""
