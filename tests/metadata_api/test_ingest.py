@@ -310,3 +310,19 @@ def test_rows_whose_keys_normalise_alike_keep_the_last_value(api: TestClient) ->
     assert api.post("/api/runs/r/metrics", json=body).json() == {"accepted": 3, "duplicate": False}
     points = api.get("/api/runs/r/metrics/a_b").json()["points"]
     assert [(p["step"], p["value"]) for p in points] == [(1, 2.0), (2, 4.0)]
+
+
+def test_batches_of_every_size_around_the_statement_sizes_are_stored_whole(api: TestClient) -> None:
+    """SQLite writes a batch in statements of 64, 32, ..., 1 rows (`points._sqlite_upsert`): every size around
+    those edges stores every point once, and a batch replacing part of another keeps the last values."""
+    experiment_id = start(api)
+    sizes = (1, 2, 31, 63, 64, 65, 100, 127, 128, 129, 200)
+    first = 0
+    for size in sizes:
+        body = batch(f"size-{size}", *(("loss", step, step * 0.5) for step in range(first, first + size)))
+        assert api.post("/api/runs/r/metrics", json=body).json() == {"accepted": size, "duplicate": False}
+        first += size
+    replaced = batch("replace", *(("loss", step, -1.0) for step in range(50, 150)))
+    assert api.post("/api/runs/r/metrics", json=replaced).json() == {"accepted": 100, "duplicate": False}
+    assert stored(api, experiment_id) == [("loss", step, -1.0 if 50 <= step < 150 else step * 0.5)
+                                          for step in range(first)]
