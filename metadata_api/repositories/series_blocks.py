@@ -31,7 +31,7 @@ BLOCK_STEPS = 64
 MIN_BLOCKED_WIDTH = 4 * BLOCK_STEPS
 """Buckets at least this wide are reduced from blocks; narrower ones read the points (blocks would not save)."""
 LOOKUP_CHUNK = 2000  # rows a VALUES list carries
-MERGE_CHUNK = 1000  # blocks an ingest upsert carries (13 parameters each: within both databases' limits)
+MERGE_CHUNK = 64  # blocks an ingest upsert carries (13 parameters each: below 999, the oldest SQLite's limit)
 
 _AGGREGATES = (f"MIN(step), MAX(step), COUNT(*), MIN(value), MAX(value), "
                f"MIN(CASE WHEN special = {SPECIAL_NAN} THEN step END), "
@@ -132,7 +132,7 @@ def record_written(connection: Connection, run_key: int, rank: int, rows: Sequen
                    points_deleted=False)
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=2 * MERGE_CHUNK)
 def _merge_sql(dialect: str, mark: str, count: int) -> str:
     """Upsert `count` blocks' batch aggregates, merged into a stored row when the batch only appends to it; returns
     (key, block) of the rows inserted or merged."""
