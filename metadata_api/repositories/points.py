@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from itertools import chain
 from typing import Any
 
 from sqlalchemy import func, select
@@ -14,6 +13,7 @@ from sqlalchemy.orm import Session
 from ..db import connection_of, decode_value
 from ..models import MetricPoint, Run
 from . import series_blocks
+from .upsert import value_runs, values_sql
 
 PointRow = tuple[str, int, float | None, int, float]
 """key, step, value, special, wall_time: the value encoded as stored (`db.encode_value`)."""
@@ -57,9 +57,8 @@ def upsert_sql(paramstyle: str, rows: int = 1) -> str:
     """The driver-level upsert of `rows` points (run_key, rank, key, step, value, special, wall_time; the
     parameters of one row after another)."""
     mark = "?" if paramstyle == "qmark" else "%s"
-    row = f"({', '.join([mark] * 7)})"
     return ("INSERT INTO metric_points (run_key, rank, key, step, value, special, wall_time) VALUES "
-            f"{', '.join([row] * rows)} {_UPSERT_TAIL}")
+            f"{values_sql(mark, 7, rows)} {_UPSERT_TAIL}")
 
 
 #: the most rows one SQLite upsert statement carries (7 parameters each: far below SQLite's limit)
@@ -67,17 +66,10 @@ SQLITE_ROWS_PER_STATEMENT = 64
 
 
 def _sqlite_upsert(connection: Any, rows: Sequence[tuple]) -> None:
-    """`rows` in statements of 64, 32, ..., 1 rows (seven statement texts, each prepared once per connection): one
-    execution of a statement for all its rows, where `executemany` of the one-row statement runs it once a row
-    (250 -> 200 us of SQLite for 100 rows)."""
-    start, size = 0, SQLITE_ROWS_PER_STATEMENT
-    while start < len(rows):
-        while size > len(rows) - start:
-            size //= 2
-        end = start + (len(rows) - start) // size * size
-        connection.exec_driver_sql(_sqlite_upsert_sql(size), [tuple(chain.from_iterable(rows[first:first + size]))
-                                                             for first in range(start, end, size)])
-        start = end
+    """`rows` in statements of 64, 32, ..., 1 rows (`upsert.value_runs`; 250 -> 200 us of SQLite for 100 rows
+    against `executemany` of the one-row statement)."""
+    for size, parameters in value_runs(rows, SQLITE_ROWS_PER_STATEMENT):
+        connection.exec_driver_sql(_sqlite_upsert_sql(size), parameters)
 
 
 @functools.lru_cache(maxsize=16)

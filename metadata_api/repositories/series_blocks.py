@@ -19,19 +19,19 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Sequence
-from itertools import chain
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from ..db import SPECIAL_NAN, SPECIAL_NEG_INF, SPECIAL_POS_INF, param_mark
+from .upsert import value_runs, values_sql
 
 BLOCK_STEPS = 64
 """Steps a block covers (a power of two: `step / BLOCK_STEPS` is the block on both databases, steps are >= 0)."""
 MIN_BLOCKED_WIDTH = 4 * BLOCK_STEPS
 """Buckets at least this wide are reduced from blocks; narrower ones read the points (blocks would not save)."""
 LOOKUP_CHUNK = 2000  # rows a VALUES list carries
-MERGE_CHUNK = 64  # blocks an ingest upsert carries (13 parameters each: below 999, the oldest SQLite's limit)
+MERGE_CHUNK = 64  # most blocks an ingest upsert carries (13 parameters each: below 999, the oldest SQLite's limit)
 
 _AGGREGATES = (f"MIN(step), MAX(step), COUNT(*), MIN(value), MAX(value), "
                f"MIN(CASE WHEN special = {SPECIAL_NAN} THEN step END), "
@@ -124,15 +124,15 @@ def record_written(connection: Connection, run_key: int, rank: int, rows: Sequen
     _lock_ranks(connection, [(run_key, rank)])
     merged: set[tuple[str, int]] = set()
     blocks = [(run_key, rank, key, block, *aggregates) for (key, block), aggregates in batch.items()]
-    for start in range(0, len(blocks), MERGE_CHUNK):
-        chunk = blocks[start:start + MERGE_CHUNK]
-        sql = _merge_sql(connection.dialect.name, param_mark(connection), len(chunk))
-        merged.update(tuple(row) for row in connection.exec_driver_sql(sql, tuple(chain.from_iterable(chunk))))
+    for size, statements in value_runs(blocks, MERGE_CHUNK):
+        sql = _merge_sql(connection.dialect.name, param_mark(connection), size)
+        for parameters in statements:  # one at a time: each returns its rows
+            merged.update(tuple(row) for row in connection.exec_driver_sql(sql, parameters))
     refresh_blocks(connection, [(run_key, rank, key, block) for key, block in batch if (key, block) not in merged],
                    points_deleted=False)
 
 
-@functools.lru_cache(maxsize=2 * MERGE_CHUNK)
+@functools.lru_cache(maxsize=16)
 def _merge_sql(dialect: str, mark: str, count: int) -> str:
     """Upsert `count` blocks' batch aggregates, merged into a stored row when the batch only appends to it; returns
     (key, block) of the rows inserted or merged."""
@@ -147,9 +147,8 @@ def _merge_sql(dialect: str, mark: str, count: int) -> str:
              **{name: f"COALESCE({stored(name)}, {new(name)})"
                 for name in ("nan_step", "pos_inf_step", "neg_inf_step")},
              "min_wall_time": least.format(stored("min_wall_time"), new("min_wall_time"))}
-    row = f"({', '.join([mark] * (4 + len(_BLOCK_COLUMNS)))})"
     return (f"INSERT INTO metric_blocks (run_key, rank, key, block, {', '.join(_BLOCK_COLUMNS)}) VALUES "
-            f"{', '.join([row] * count)} ON CONFLICT (run_key, rank, key, block) DO UPDATE SET "
+            f"{values_sql(mark, 4 + len(_BLOCK_COLUMNS), count)} ON CONFLICT (run_key, rank, key, block) DO UPDATE SET "
             f"{', '.join(f'{name} = {value}' for name, value in merge.items())} "
             f"WHERE {new('first_step')} > {stored('last_step')} RETURNING key, block")
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from itertools import chain
 from typing import Any
 
 from sqlalchemy import Table
@@ -35,3 +36,23 @@ def upsert_many(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
     statement = statement.on_conflict_do_update(index_elements=list(conflict),
                                                 set_={name: statement.excluded[name] for name in update})
     session.execute(statement, list(rows))
+
+
+def values_sql(mark: str, width: int, rows: int) -> str:
+    """`rows` parenthesised lists of `width` parameter marks: the VALUES of a driver-level multi-row INSERT."""
+    row = f"({', '.join([mark] * width)})"
+    return ", ".join([row] * rows)
+
+
+def value_runs(rows: Sequence[Sequence[Any]], most: int) -> Iterator[tuple[int, list[tuple]]]:
+    """`rows` as multi-row statements of `most` (a power of two), then half as many, ..., 1 rows: (rows a
+    statement, each statement's parameters, its rows' values one after another). A statement opens its cursors
+    once for all its rows, where `executemany` of a one-row statement runs it once a row; the sizes give at most
+    log2(most) + 1 statement texts, each prepared once per connection."""
+    start, size = 0, most
+    while start < len(rows):
+        while size > len(rows) - start:
+            size //= 2
+        end = start + (len(rows) - start) // size * size
+        yield size, [tuple(chain.from_iterable(rows[first:first + size])) for first in range(start, end, size)]
+        start = end
