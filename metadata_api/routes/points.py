@@ -60,6 +60,15 @@ def parse_metric_batch(body: bytes) -> MetricBatch:
     except RequestValidationError as error:
         raise RequestValidationError(merge_row_value_errors(error.errors()), body=body) from None
 
+def stored_value(value: float | str) -> tuple[float | None, int]:
+    """(value, special) as stored (`db.encode_value`) for a value as sent: a number or a non-finite string."""
+    if value.__class__ is str:
+        return ENCODED_NONFINITE[value]
+    if value - value == 0.0:  # finite (NaN and +-Inf give NaN): the common case, no call
+        return value, SPECIAL_FINITE
+    return encode_value(value)
+
+
 def point_rows(points: list[PointIn], now: float) -> list[point_repo.PointRow]:
     """(key, step, value, special, wall_time) for each (key, step), the last point given for it; keys are
     normalised once per distinct key (422 naming the point when one is unusable), values encoded as stored
@@ -72,13 +81,7 @@ def point_rows(points: list[PointIn], now: float) -> list[point_repo.PointRow]:
         if key is None:
             key = _key(given, ("body", "points", index, "key"))
             keys[given] = key
-        if value.__class__ is str:
-            value, special = ENCODED_NONFINITE[value]
-        elif value - value == 0.0:  # finite (NaN and +-Inf give NaN): the common case, no call
-            special = SPECIAL_FINITE
-        else:
-            value, special = encode_value(value)
-        latest[(key, step)] = (key, step, value, special, now if wall_time is None else wall_time)
+        latest[(key, step)] = (key, step, *stored_value(value), now if wall_time is None else wall_time)
     return list(latest.values())
 
 
@@ -100,7 +103,7 @@ def row_points(rows: list[Row], now: float) -> list[point_repo.PointRow]:
             if key is None:
                 key = keys[given] = _key(given, ("body", "rows", index, 2, given, "[key]"))
                 unique = unique and key == given
-            if value.__class__ is str:
+            if value.__class__ is str:  # `stored_value`, inlined: a call a value costs ~5 us a 100-point batch
                 value, special = ENCODED_NONFINITE[value]
             elif value - value == 0.0:
                 special = SPECIAL_FINITE
