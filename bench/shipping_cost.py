@@ -249,12 +249,17 @@ def main() -> None:
             line = (f"  {step:4.0f} us step: {reference} {exporter:5.2f} us [{direct:4.2f}] "
                     f"({summary[f'{reference} slowdown'] * 100:4.1f} %)")
             for mode in (f"shipping{version}", *(() if args.no_stub else (f"stub{version}",))):
-                line += (f", {mode} {summary[mode]:5.2f} us = {summary[mode] / exporter:4.2f}x "
-                         f"[{summary[f'{mode} direct']:4.2f} = {summary[f'{mode} direct'] / direct:4.2f}x] "
+                line += (f", {mode} {summary[mode]:5.2f} us = {ratio(summary[mode], exporter)} "
+                         f"[{summary[f'{mode} direct']:4.2f} = {ratio(summary[f'{mode} direct'], direct)}] "
                          f"({summary[f'{mode} slowdown'] * 100:4.1f} %)")
             print(line)
     print(f"goals: shipping <= 2x the exporter, <= 5 us a call, <= 3 % slowdown at 200 us; "
           f"{time.monotonic() - started:.0f} s")
+
+
+def ratio(value: float, reference: float) -> str:
+    """`value / reference` as `1.23x`; `n/a` when the reference measured nothing (a short run)."""
+    return f"{value / reference:4.2f}x" if reference > 0 else " n/a"
 
 
 if __name__ == "__main__":
