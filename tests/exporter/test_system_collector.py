@@ -74,6 +74,9 @@ class RecordedProcess:
     def oneshot(self) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
 
+    def is_running(self) -> bool:
+        return not self.reading.get("gone")
+
     def _alive(self) -> dict:
         if self.reading.get("gone"):
             raise psutil.NoSuchProcess(self.pid)
@@ -98,6 +101,23 @@ class RecordedProcess:
         return [RecordedProcess(child["pid"], child) for child in self._children]
 
 
+class RecordedChild(RecordedProcess):
+    """A child of the recorded trainer, answering the reading of its pid in whatever sample `source` is at now
+    (gone once that sample does not list it)."""
+
+    def __init__(self, source: RecordedPsutil, pid: int):
+        super().__init__(pid, {})
+        self.source = source
+
+    @property
+    def reading(self) -> dict:
+        return next((child for child in self.source.sample["children"] if child["pid"] == self.pid), {"gone": True})
+
+    @reading.setter
+    def reading(self, _value: dict) -> None:
+        pass
+
+
 class RecordedTrainer(RecordedProcess):
     """The trainer: a long-lived psutil.Process, answering whatever sample `source` is at now."""
 
@@ -107,7 +127,7 @@ class RecordedTrainer(RecordedProcess):
 
     @property
     def sample(self) -> dict:
-        return self.source.recorded["samples"][self.source.index]
+        return self.source.sample
 
     def _alive(self) -> dict:
         return self.sample["trainer"]
@@ -120,15 +140,22 @@ class RecordedTrainer(RecordedProcess):
 
     def children(self, recursive: bool = False) -> list[RecordedProcess]:
         assert recursive, "dataloader workers' own children count too"
-        return [RecordedProcess(child["pid"], child) for child in self.sample["children"]]
+        self.source.searches += 1
+        return [RecordedChild(self.source, child["pid"]) for child in self.sample["children"]]
 
 
 class RecordedPsutil:
-    """`Process(pid)` answering the recorded trainer samples; `advance()` steps."""
+    """`Process(pid)` answering the recorded trainer samples; `advance()` steps; `searches` counts the
+    descendant searches (`children(recursive=True)`)."""
 
     def __init__(self, recorded: dict):
         self.recorded = recorded
         self.index = 0
+        self.searches = 0
+
+    @property
+    def sample(self) -> dict:
+        return self.recorded["samples"][self.index]
 
     def advance(self) -> None:
         self.index += 1
@@ -188,7 +215,7 @@ def test_host_without_disks_or_load_average_omits_them() -> None:
 
 def test_process_series_exact_values_and_children_counter_never_decreases() -> None:
     source = RecordedPsutil(READINGS["process"])
-    collector = ProcessCollector(RUN, source=source, pid=READINGS["process"]["pid"])
+    collector = ProcessCollector(RUN, source=source, pid=READINGS["process"]["pid"], children_interval=0)
 
     collector.tick()
     assert value(collector, "trainmon_process_cpu_seconds_total", process="trainer", **RUN) == 15.75
@@ -215,6 +242,40 @@ def test_process_series_exact_values_and_children_counter_never_decreases() -> N
     assert collector.last_success
 
 
+def test_children_are_searched_every_children_interval_and_read_every_tick() -> None:
+    """The search for descendants (a read of every process on the host) runs once per `children_interval`; in
+    between the known children are read, an exited one drops out at once and a new one waits for the search."""
+    source = RecordedPsutil(READINGS["process"])
+    now = [100.0]
+    collector = ProcessCollector(RUN, source=source, pid=READINGS["process"]["pid"], children_interval=10,
+                                 clock=lambda: now[0])
+    collector.tick()
+    assert source.searches == 1 and value(collector, "trainmon_process_children") == 2
+
+    source.advance()  # 5002 exited and 5003 started: 5001 is read again, 5003 is not found yet
+    now[0] += 5
+    collector.tick()
+    assert source.searches == 1
+    assert value(collector, "trainmon_process_children") == 1
+    assert value(collector, "trainmon_process_resident_memory_bytes", process="children") == 530000000
+    assert value(collector, "trainmon_process_cpu_seconds_total", process="children") == 9.0 + 2.5
+
+    now[0] += 5  # the interval has passed: 5003 is found with all the CPU it used so far
+    collector.tick()
+    assert source.searches == 2
+    assert value(collector, "trainmon_process_children") == 2
+    assert value(collector, "trainmon_process_cpu_seconds_total", process="children") == 9.0 + 2.5 + 0.5
+
+    source.advance()  # every worker gone: dropped without a search, the counter keeps what they used
+    now[0] += 1
+    collector.tick()
+    assert source.searches == 2
+    assert value(collector, "trainmon_process_children") == 0
+    assert value(collector, "trainmon_process_cpu_seconds_total", process="children") == 12.0
+    with pytest.raises(ValueError, match="children_interval"):
+        ProcessCollector(RUN, source=source, children_interval=-1)
+
+
 def test_process_collector_for_a_missing_pid_fails_its_tick_only() -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -237,7 +298,7 @@ def burn_cpu(seconds: float) -> None:
 
 
 def test_real_psutil_counts_children_and_cpu_grows() -> None:
-    collector = ProcessCollector(RUN)
+    collector = ProcessCollector(RUN, children_interval=0)
     collector.tick()
     trainer_before = value(collector, "trainmon_process_cpu_seconds_total", process="trainer")
     children_before = value(collector, "trainmon_process_children")
@@ -249,6 +310,9 @@ def test_real_psutil_counts_children_and_cpu_grows() -> None:
 
         wait_until(child_used_cpu, timeout=60, what="the child's CPU seconds")
         assert value(collector, "trainmon_process_children") == children_before + 1
+        searched_once = ProcessCollector(RUN, children_interval=3600)  # finds the child now, never searches again
+        searched_once.tick()
+        assert value(searched_once, "trainmon_process_children") == children_before + 1
         assert value(collector, "trainmon_process_resident_memory_bytes", process="children") > 0
 
         burn_cpu(0.15)  # /proc counts in 10 ms ticks: burn more than the 0.1 s asserted
@@ -266,6 +330,8 @@ def test_real_psutil_counts_children_and_cpu_grows() -> None:
     collector.tick()
     assert value(collector, "trainmon_process_children") == children_before
     assert value(collector, "trainmon_process_cpu_seconds_total", process="children") >= 0.25  # kept
+    searched_once.tick()  # the exited child drops out without a search
+    assert value(searched_once, "trainmon_process_children") == children_before
 
 
 def test_real_psutil_host_series() -> None:
