@@ -71,6 +71,13 @@ def print_medians(samples: Mapping[str, Sequence[float]], floor: str, unit: str,
     return medians
 
 
+def paired_ratios(samples: Mapping[str, Sequence[float]], floor: str) -> dict[str, float]:
+    """Each mode's median over rounds of its value / the `floor` mode's value in the same round: steadier than the
+    ratio of medians when the machine drifts from round to round."""
+    return {mode: statistics.median(value / base for value, base in zip(values, samples[floor], strict=True))
+            for mode, values in samples.items()}
+
+
 def process_cpu_seconds(pid: int, children: bool = False) -> float:
     """User + system CPU seconds of process `pid` so far (with its live children when `children`: a PostgreSQL
     postmaster and its backends)."""

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import psutil
 import requests
-from _common import REPO, alternating_rounds, print_medians
+from _common import REPO, alternating_rounds, paired_ratios, print_medians
 from trainmon.exporter import TrainingMonitor
 from trainmon.exporter.collectors.gpu import GpuCollector
 from trainmon.exporter.collectors.nvml_source import NvmlSource
@@ -155,13 +155,13 @@ def tick_costs(collector: GpuCollector | SystemCollector | ProcessCollector, tic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--replay", action="store_true", help="no GPU: replayed H200 and a CPU loop")
-    parser.add_argument("--rounds", type=int, default=None, help="alternating rounds (default 5, replay 3)")
-    parser.add_argument("--seconds", type=float, default=None, help="seconds per round (default 6, replay 1.5)")
+    parser.add_argument("--rounds", type=int, default=None, help="alternating rounds (default 9, replay 3)")
+    parser.add_argument("--seconds", type=float, default=None, help="seconds per round (default 4, replay 1.5)")
     parser.add_argument("--ticks", type=int, default=500, help="ticks timed for the per-tick cost")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    rounds = args.rounds or (3 if args.replay else 5)
-    seconds = args.seconds or (1.5 if args.replay else 6.0)
+    rounds = args.rounds or (3 if args.replay else 9)  # many short rounds: the pairs within a round carry the figure
+    seconds = args.seconds or (1.5 if args.replay else 4.0)
 
     if args.replay:
         try:
@@ -188,6 +188,9 @@ def main() -> None:
         rounds, {mode: lambda _, interval=interval: run_round(step, barrier, seconds, interval, args.replay)
                  for mode, interval in MODES.items()}, rotate=True, after_round=print_round)
     medians = print_medians(results, floor="off", unit="steps/s")
+    paired = paired_ratios(results, "off")
+    print("paired within each round (median over rounds of the mode's steps/s / off's in the same round; steadier "
+          "when the machine drifts): " + ", ".join(f"{mode} {paired[mode]:.3f}" for mode in order[1:]))
 
     if args.replay:
         replay = ReplaySource(FIXTURE, position=10)
@@ -219,6 +222,7 @@ def main() -> None:
           f"{search_ms:.3f} ms with the search for children (every children_interval, 10 s) (real psutil on this "
           f"host, {len(psutil.pids())} processes)")
     print(json.dumps({"steps_per_s_median": medians, "ratio_vs_off": {m: medians[m] / medians["off"] for m in order},
+                      "paired_ratio_vs_off": paired,
                       "gpu_tick_ms_per_gpu": {"median": median_ms, "p99": p99_ms, "source": label},
                       "system_tick_ms": system_ms, "process_tick_ms": process_ms,
                       "process_tick_with_search_ms": search_ms}))

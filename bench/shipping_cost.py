@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
-from _common import REPO, alternating_rounds, print_medians
+from _common import REPO, alternating_rounds, paired_ratios, print_medians
 
 from devtools.procs import run_api
 
@@ -171,10 +171,9 @@ def report(step_us: float, calls: int, results: dict[str, list[dict]]) -> dict[s
     over = {mode: [(r["cpu"] - floor_cpu) / calls for r in results[mode]] for mode in ("exporter", *shipping)}
     cpu = print_medians(over, "exporter", "us", scale=1e6, digits=2)
     print("loop wall time (slowdown = ratio - 1):")
-    print_medians({mode: [r["wall"] for r in values] for mode, values in results.items()}, "floor", "s", digits=3)
-    paired = {mode: statistics.median(r["wall"] / f["wall"] - 1 for r, f in zip(results[mode], results["floor"],
-                                                                                 strict=True))
-              for mode in ("exporter", *shipping)}
+    walls = {mode: [r["wall"] for r in values] for mode, values in results.items()}
+    print_medians(walls, "floor", "s", digits=3)
+    paired = {mode: ratio - 1 for mode, ratio in paired_ratios(walls, "floor").items() if mode != "floor"}
     added = {mode: statistics.median((r["wall"] - e["wall"]) / f["wall"] for r, e, f in
                                      zip(results[mode], results["exporter" + mode.partition("@")[1]
                                                                  + mode.partition("@")[2]], results["floor"],
