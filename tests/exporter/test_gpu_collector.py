@@ -382,8 +382,29 @@ def test_gpu_overhead_bench_runs_without_a_gpu(probe: dict) -> None:
                              "--ticks", "20"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(summary["ratio_vs_off"]) == {"off", "on_1hz", "on_5s"}
+    assert set(summary["ratio_vs_off"]) == set(summary["paired_ratio_vs_off"]) == {"off", "on_1hz", "on_5s"}
     assert summary["gpu_tick_ms_per_gpu"]["source"].startswith("replay path")
+
+
+def test_gpu_scrape_bench_saves_idle_and_loaded_series(tmp_path: Path) -> None:
+    """bench/gpu_scrape.py --replay: the GPU series of a real scrape, idle and in the recorded load phase."""
+    bench = REPO / "bench" / "gpu_scrape.py"
+    result = subprocess.run([sys.executable, str(bench), str(tmp_path), "--replay", "--seconds", "1"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    def series(name: str) -> dict[str, float]:
+        lines = (tmp_path / name).read_text().splitlines()
+        assert all(line.startswith(("# HELP trainmon_gpu_", "# TYPE trainmon_gpu_", "trainmon_gpu_",
+                                    "trainmon_exporter_collector_")) for line in lines)
+        return {line.partition("{")[0]: float(line.rpartition(" ")[2]) for line in lines
+                if not line.startswith("#") and 'pipe="' not in line and 'reason="' not in line}
+
+    idle, load = series("scrape_idle.txt"), series("scrape_load.txt")
+    assert idle["trainmon_gpu_utilization_ratio"] == 0.0 and load["trainmon_gpu_utilization_ratio"] == 1.0
+    assert load["trainmon_gpu_sm_active_ratio"] > 0.5 > idle["trainmon_gpu_sm_active_ratio"]
+    assert load["trainmon_gpu_power_watts"] > idle["trainmon_gpu_power_watts"] + 100
+    assert idle["trainmon_exporter_collector_success"] == load["trainmon_exporter_collector_success"] == 1.0
 
 
 def test_gpu_lost_mid_run_degrades(probe: dict, caplog: pytest.LogCaptureFixture) -> None:
