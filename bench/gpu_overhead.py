@@ -26,16 +26,15 @@ from collections.abc import Callable
 
 import psutil
 import requests
-from _common import REPO, alternating_rounds, paired_ratios, print_medians
+from _common import alternating_rounds, paired_ratios, print_medians
 from trainmon.exporter import TrainingMonitor
 from trainmon.exporter.collectors.gpu import GpuCollector
 from trainmon.exporter.collectors.nvml_source import NvmlSource
 from trainmon.exporter.collectors.process import ProcessCollector
 from trainmon.exporter.collectors.system import SystemCollector
 
-from devtools.nvml_replay import ReplaySource
+from devtools.nvml_replay import H200_PROBE, ReplaySource
 
-FIXTURE = REPO / "tests" / "fixtures" / "nvml-h200" / "nvml_probe.json"  # recorded on a real H200, see its README
 MODES = {"off": None, "on_1hz": 1.0, "on_5s": 5.0}
 RUN_LABELS = {"experiment": "bench", "run_id": "bench", "rank": "0"}
 
@@ -88,7 +87,7 @@ def run_round(step: Callable[[], float], barrier: Callable[[], None], seconds: f
     if interval is not None:
         monitor = TrainingMonitor("bench-gpu-overhead", port=0, gpu=True, system=True, sample_interval=interval,
                                   handle_signals=False,
-                                  nvml_source=ReplaySource(FIXTURE) if replay else None)
+                                  nvml_source=ReplaySource(H200_PROBE) if replay else None)
 
         def scraper() -> None:
             while not stop.wait(1.0):
@@ -193,7 +192,7 @@ def main() -> None:
           "when the machine drifts): " + ", ".join(f"{mode} {paired[mode]:.3f}" for mode in order[1:]))
 
     if args.replay:
-        replay = ReplaySource(FIXTURE, position=10)
+        replay = ReplaySource(H200_PROBE, position=10)
         gpu = GpuCollector(RUN_LABELS, source=replay)
         gpu_costs = tick_costs(gpu, args.ticks, between=replay.advance)
         label = "replay path (Python + ReplaySource, no NVML calls; not a hardware figure)"

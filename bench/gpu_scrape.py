@@ -11,42 +11,17 @@ from __future__ import annotations
 
 import argparse
 import logging
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
+import _common  # noqa: F401 - puts the repository root on sys.path, for devtools
 import requests
-from _common import REPO
 from trainmon.exporter import TrainingMonitor
 
-from devtools.nvml_replay import ReplaySource
+from devtools.gpu_load import MatmulLoad
+from devtools.nvml_replay import H200_PROBE, ReplaySource
 
-FIXTURE = REPO / "tests" / "fixtures" / "nvml-h200" / "nvml_probe.json"
 LOAD_POSITION = 14  # a reading of the recorded load phase (see the fixture's README)
-
-
-def matmul_load() -> tuple[Callable[[], None], Callable[[], None]]:
-    """(start, stop) of a bf16 matrix-product loop on cuda:0."""
-    import torch
-
-    left = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
-    right = torch.randn_like(left)
-    stop = threading.Event()
-
-    def work() -> None:
-        while not stop.is_set():
-            for _ in range(20):
-                left @ right
-            torch.cuda.synchronize()
-
-    worker = threading.Thread(target=work, daemon=True)
-
-    def finish() -> None:
-        stop.set()
-        worker.join(timeout=30)
-
-    return worker.start, finish
 
 
 def gpu_lines(url: str) -> str:
@@ -68,24 +43,25 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     args.out.mkdir(parents=True, exist_ok=True)
-    replay = ReplaySource(FIXTURE) if args.replay else None
+    replay = ReplaySource(H200_PROBE) if args.replay else None
     monitor = TrainingMonitor("gpu-scrape", port=0, gpu=True, system=False, sample_interval=1.0,
                               handle_signals=False, nvml_source=replay)
     try:
         time.sleep(2.5)  # two ticks: GPM needs a previous sample
         (args.out / "scrape_idle.txt").write_text(gpu_lines(monitor.metrics_url))
-        if replay is not None:
-            start, stop = (lambda: setattr(replay, "position", LOAD_POSITION)), (lambda: None)
+        load = None if replay is not None else MatmulLoad()
+        if load is None:
+            replay.seek(LOAD_POSITION)
         else:
-            start, stop = matmul_load()
-        start()
+            load.start()
         try:
             for step in range(int(args.seconds)):
                 time.sleep(1.0)
                 monitor.log_metrics({"loss": 1.0 / (step + 1)}, step=step)
             (args.out / "scrape_load.txt").write_text(gpu_lines(monitor.metrics_url))
         finally:
-            stop()
+            if load is not None:
+                load.stop()
     finally:
         monitor.finish()
     for name in ("scrape_idle.txt", "scrape_load.txt"):

@@ -19,7 +19,10 @@ from typing import Any
 import pynvml
 from trainmon.exporter.collectors.nvml_source import _VALUE_MEMBERS, Reading
 
-FIXTURE_NAME = "nvml_probe.json"
+from . import REPO
+
+#: the recorded H200 (`tests/fixtures/nvml-h200/README.md`), for the demo and the bench scripts
+H200_PROBE = REPO / "tests" / "fixtures" / "nvml-h200" / "nvml_probe.json"
 
 
 @dataclass

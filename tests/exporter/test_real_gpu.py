@@ -8,7 +8,6 @@ CI and development machines have no GPU: these tests skip there, and the recorde
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Iterator
 
@@ -19,6 +18,8 @@ from support.samples import value
 from trainmon.exporter import TrainingMonitor
 from trainmon.exporter.collectors.gpu import GpuCollector
 from trainmon.exporter.collectors.nvml_source import NvmlSource
+
+from devtools.gpu_load import MatmulLoad
 
 
 def _gpu_torch():
@@ -47,35 +48,11 @@ def _a_gpu() -> None:
         pytest.skip(f"no GPU here ({NO_GPU}); bench/gpu_machine.sh runs these on a GPU machine")
 
 
-class MatmulLoad:
-    """A bf16 8192^3 matrix-product loop on cuda:0, from `start()` until the test ends (tensor cores near 100 %)."""
-
-    def __init__(self) -> None:
-        self.running, self.stop = threading.Event(), threading.Event()
-        self.worker = threading.Thread(target=self._work, daemon=True)
-
-    def start(self) -> None:
-        self.worker.start()
-        assert self.running.wait(timeout=60), "the matrix-product loop never finished a round"
-
-    def _work(self) -> None:
-        torch = TORCH
-        left = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
-        right = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
-        while not self.stop.is_set():
-            for _ in range(20):
-                left @ right
-            torch.cuda.synchronize()
-            self.running.set()
-
-
 @pytest.fixture
 def matmul_load() -> Iterator[MatmulLoad]:
     load = MatmulLoad()
     yield load
-    load.stop.set()
-    if load.worker.is_alive():
-        load.worker.join(timeout=30)
+    load.stop()
 
 
 def scrape(url: str) -> dict[tuple[str, frozenset], float]:
