@@ -2,8 +2,8 @@
 as `bench/many_ranks.py` sends them, over keep-alive HTTP to the real API under uvicorn (its own process, SQLite
 file or with `--postgres` a throwaway PostgreSQL), with an API token configured (`--open`: none).
 
-The server process's CPU time (user + system, psutil) is read before and after each mode's requests, so the client
-(this process) is not counted. Modes, in alternating rounds:
+The server process's CPU time (its threads' run time in ns, `_common.cpu_reading`) is read before and after each
+mode's requests, so the client (this process) is not counted. Modes, in alternating rounds:
 - `ingest`: the batches (each rank's own, `"rank": N` as the SDK sends them, 25 new steps x 4 keys), in the form
   the SDK sends (`rows`, one per log call) or with `--form points` one object per point;
 - `healthz`: `GET /healthz` on the same API (every middleware, no body, no database);
@@ -38,7 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
-from _common import alternating_rounds, bench_database, print_medians, process_cpu_seconds
+from _common import alternating_rounds, bench_database, cpu_reading, cpu_seconds_since, print_medians
 from api_ingest import raw_run, sqlite_connect
 from trainmon.metadata_api import migrations
 from trainmon.metadata_api.auth import create_token
@@ -203,13 +203,13 @@ def cpu_per_request(pid: int, ranks: Ranks, send: Callable[[], int], postgres_pi
     """Server CPU seconds per request while `send()` makes its requests over `ranks`' connections (it returns how
     many)."""
     ranks.reconnect()
-    before = process_cpu_seconds(pid)
-    pg_before = process_cpu_seconds(postgres_pid, children=True) if postgres_pid else 0.0
+    before = cpu_reading(pid)
+    pg_before = cpu_reading(postgres_pid, children=True) if postgres_pid else {}
     count = send()
     time.sleep(0.05)  # let the server finish what it does after the last answer (it is idle before the next)
-    cpu = process_cpu_seconds(pid) - before
+    cpu = cpu_seconds_since(before, pid)
     if postgres_pid and postgres_cpu is not None:
-        postgres_cpu.append((process_cpu_seconds(postgres_pid, children=True) - pg_before) / count)
+        postgres_cpu.append(cpu_seconds_since(pg_before, postgres_pid, children=True) / count)
     return cpu / count
 
 
