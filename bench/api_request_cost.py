@@ -43,7 +43,7 @@ from api_ingest import raw_run, sqlite_connect
 from trainmon.metadata_api import migrations
 from trainmon.metadata_api.auth import create_token
 from trainmon.metadata_api.db import encode_value, make_engine, write_sessions
-from trainmon.metadata_api.repositories.points import upsert_sql
+from trainmon.metadata_api.repositories.points import sqlite_upsert_sql
 
 from devtools.procs import API_COMMAND, LOOPBACK, api_environment, free_port, start_api
 
@@ -182,7 +182,7 @@ class RawSqlite:
         self.connection = sqlite_connect(path)()
         self.run_key = raw_run(self.connection, RUN_ID, "?")
         self.ranks = ranks
-        self.statement = upsert_sql("qmark")
+        self.statement = sqlite_upsert_sql()
 
     def cpu_per_request(self, count: int) -> float:
         batches = []

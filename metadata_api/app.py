@@ -43,7 +43,7 @@ from .routes import (
     sd,
     series,
 )
-from .routing import install_direct_routes
+from .routing import direct_routes
 from .security import allowed_hosts
 from .services import leadership, lifecycle, notifications, url_policy
 from .services.retention import retention_job
@@ -91,16 +91,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
           registry=app.state.telemetry.registry).set_function(lambda: float(app.state.jobs_lock.held))
     for router in ROUTERS:
         app.include_router(router)
-    if not settings.opentelemetry:  # FastAPI's spans take the route from its own router
-        install_direct_routes(app, ROUTERS)
     install_docs(app)
     mount_assets(app)
     # One layer checks and marks every request (middleware.RequestGuard: security headers, latency, Host allowlist,
-    # cross-site writes, content type, rate limits, chart gzip, body size, in that order).
+    # cross-site writes, content type, rate limits, chart gzip, body size, in that order), then answers the
+    # well-formed trainer writes itself (routing.DirectRoutes) unless OPENTELEMETRY is on: FastAPI's spans take the
+    # route from its own router.
     app.add_middleware(RequestGuard, telemetry=app.state.telemetry, allowed_hosts=hosts,
                        limits=app.state.rate_limits,
                        body_limits=BodyLimits(settings.max_body_bytes, settings.max_artifact_bytes,
-                                              settings.max_checkpoint_bytes))
+                                              settings.max_checkpoint_bytes),
+                       direct_routes=None if settings.opentelemetry else direct_routes(ROUTERS))
     app.add_exception_handler(SQLAlchemyError, _database_error)
     app.add_exception_handler(RequestValidationError, errors.validation_error)
     app.add_exception_handler(StarletteHTTPException, errors.http_error)

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import send_json_error
 from .ratelimit import RateLimits, client_address, too_many_answer
+from .routing import DirectRoutes, answer_error
 from .security import (
     BODY_METHODS,
     WRITE_METHODS,
@@ -82,8 +83,9 @@ class RequestGuard:
     """The API's one middleware (see the module docstring)."""
 
     def __init__(self, app: ASGIApp, *, telemetry: ApiMetrics, allowed_hosts: list[str], limits: RateLimits,
-                 body_limits: BodyLimits):
+                 body_limits: BodyLimits, direct_routes: DirectRoutes | None = None):
         self.app = app
+        self.direct_routes = direct_routes
         self.telemetry = telemetry
         self.hosts = HostAllowlist(app, allowed_hosts)
         self.content_types = ContentTypes()
@@ -145,6 +147,7 @@ class RequestGuard:
             await _too_large(send, limit)
             return
         app = self.gzip if wants_chart_gzip(scope) else self.app
+        direct = self.direct_routes.match(scope) if self.direct_routes is not None and app is self.app else None
         received = 0
         started = rejected = False
 
@@ -170,7 +173,15 @@ class RequestGuard:
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        await app(scope, counting_receive, app_send)
+        if direct is None:
+            await app(scope, counting_receive, app_send)
+            return
+        try:
+            await direct(scope, counting_receive, app_send)
+        except Exception as error:
+            if started:
+                raise
+            await answer_error(scope, counting_receive, app_send, error)
 
 
 async def _too_large(send: Send, limit: int) -> None:

@@ -12,8 +12,9 @@ goes FastAPI's way, so its errors (422 and the rest) are FastAPI's own. Either w
 route's telemetry label and the app's exception handlers are unchanged. The route's router must be included
 without router-level dependencies (they would be skipped).
 
-`DirectRoutes` (`install_direct_routes`, unless OPENTELEMETRY is on): the app router's first entry, which matches a
-well-formed request to one of these routes before FastAPI's router does (about 45 us a request less).
+`DirectRoutes` (`direct_routes`, unless OPENTELEMETRY is on): matched by the request guard once its checks passed,
+so a well-formed request to one of these routes skips the layers below the guard, FastAPI's router included
+(about 45 us a request less for the router alone; see `DirectRoutes`).
 
 `write_on_loop_or_thread`: such a request's short write transaction on the event loop when that cannot block it;
 `store_batch` and `batch_answer`: what the two batch routes do around their own store function.
@@ -21,21 +22,22 @@ well-formed request to one of these routes before FastAPI's router does (about 4
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 import orjson
-from fastapi import APIRouter, FastAPI, HTTPException, status
+from fastapi import APIRouter, HTTPException, status
 from fastapi.routing import APIRoute
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import URLPath
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Match, NoMatchFound, get_route_path
+from starlette.routing import get_route_path
 from starlette.types import Receive, Scope, Send
 
 from .transactions import WriterBusy, can_write_without_waiting
@@ -45,7 +47,6 @@ T = TypeVar("T")
 INLINE_MAX_BYTES = 64 * 1024
 
 _NO_DEFAULT = inspect.Parameter.empty
-_ARGUMENTS = "trainmon.direct_arguments"  # the scope key a `DirectRoutes` match leaves its endpoint's arguments in
 
 
 class _Parameter:
@@ -109,42 +110,62 @@ class DirectRoute(APIRoute):
         return arguments
 
 
-class DirectRoutes(BaseRoute):
-    """The app router's first entry (`install_direct_routes`): a well-formed request to one of the `DirectRoute`s
-    (each route's own path regex, methods and parameter checks) is matched here and its endpoint called directly.
-    That skips FastAPI's router, which matches a request twice against the included routers' candidates (about
-    45 us a request). Anything else matches nothing here and takes the usual way, to the same route."""
+class DirectRoutes:
+    """The `DirectRoute`s of the app, matched by the API's request guard (`middleware.RequestGuard`) once its checks
+    passed: a well-formed request to one of them (each route's own path regex, methods and parameter checks) is
+    answered from there, by the endpoint called directly, without the four layers between the guard and the
+    route (Starlette's exception middleware, FastAPI's exit stack, its router, which matches a request twice
+    against the included routers' candidates, and the route's own handle). The app's exception handlers answer
+    what the endpoint raises (`answer_error`), as the exception middleware would. Anything else matches nothing
+    here and takes the usual way, to the same route."""
 
     def __init__(self, routes: list[DirectRoute]):
         self.routes = routes
 
-    def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        if scope["type"] == "http":
-            path, method = get_route_path(scope), scope["method"]
-            for route in self.routes:
-                if method in route.methods and (found := route.path_regex.match(path)) is not None:
-                    path_params = {**scope.get("path_params", {}),
-                                   **{name: route.param_convertors[name].convert(value)
-                                      for name, value in found.groupdict().items()}}
-                    arguments = route.direct_arguments(path_params, scope["query_string"])
-                    if arguments is not None:
-                        return Match.FULL, {"endpoint": route.endpoint, "path_params": path_params, "route": route,
-                                            _ARGUMENTS: arguments}
-        return Match.NONE, {}
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await scope["route"].call_directly(scope, receive, send, scope.pop(_ARGUMENTS))
-
-    def url_path_for(self, name: str, /, **path_params: Any) -> URLPath:
-        raise NoMatchFound(name, path_params)  # the routes themselves answer for their names
+    def match(self, scope: Scope) -> Callable[[Scope, Receive, Send], Awaitable[None]] | None:
+        """The call that answers this request, with `scope` completed as the router completes it (endpoint,
+        path parameters, route, router), or None when no direct route takes it as it is."""
+        path, method = get_route_path(scope), scope["method"]
+        for route in self.routes:
+            if method in route.methods and (found := route.path_regex.match(path)) is not None:
+                path_params = {**scope.get("path_params", {}),
+                               **{name: route.param_convertors[name].convert(value)
+                                  for name, value in found.groupdict().items()}}
+                arguments = route.direct_arguments(path_params, scope["query_string"])
+                if arguments is not None:
+                    scope.update(endpoint=route.endpoint, path_params=path_params, route=route)
+                    scope.setdefault("router", scope["app"].router)
+                    return functools.partial(route.call_directly, arguments=arguments)
+        return None
 
 
-def install_direct_routes(app: FastAPI, routers: list[APIRouter]) -> None:
-    """Put a `DirectRoutes` of the `DirectRoute`s of `routers` (included without a prefix) first in `app`'s
-    router."""
+def direct_routes(routers: list[APIRouter]) -> DirectRoutes | None:
+    """A `DirectRoutes` of the `DirectRoute`s of `routers` (included without a prefix), or None when they have
+    none."""
     routes = [route for router in routers for route in router.routes if isinstance(route, DirectRoute)]
-    if routes:
-        app.router.routes.insert(0, DirectRoutes(routes))
+    return DirectRoutes(routes) if routes else None
+
+
+async def answer_error(scope: Scope, receive: Receive, send: Send, error: Exception) -> None:
+    """Answer `error`, raised by a directly called endpoint before it started its response, with the app's
+    handler for it, as Starlette's exception middleware does (a status code's handler for an HTTPException
+    first, then the nearest class's); re-raised when the app has none (a 500, from the server error layer)."""
+    handlers = scope["app"].exception_handlers
+    handler = handlers.get(error.status_code) if isinstance(error, StarletteHTTPException) \
+        and error.status_code != 500 else None  # 500 and Exception: the server error layer's
+    if handler is None:
+        handler = next((handlers[cls] for cls in type(error).__mro__ if cls in handlers and cls is not Exception),
+                       None)
+    if handler is None:
+        raise error
+    request = Request(scope, receive)
+    if inspect.iscoroutinefunction(handler):
+        response = await handler(request, error)
+    else:
+        response = await run_in_threadpool(handler, request, error)
+    if response is not None:
+        await response(scope, receive, send)
+    error.__traceback__ = None  # a reused exception instance would gather tracebacks
 
 
 async def write_on_loop_or_thread(engine: Engine, write: Callable[..., T], *args: Any, small: bool = True) -> T:

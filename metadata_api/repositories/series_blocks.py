@@ -110,8 +110,8 @@ def _emptied(connection: Connection, blocks: Sequence[SeriesBlock]) -> list[Seri
 
 
 def record_written(connection: Connection, run_key: int, rank: int, rows: Sequence[Sequence]) -> None:
-    """Bring the blocks of one rank of a run up to date after `rows` ((run_key, rank, key, step, value, special,
-    wall_time), one per (key, step)) were upserted in this transaction.
+    """Bring the blocks of one rank of a run up to date after `rows` ((key, step, value, special, wall_time), one
+    per (key, step)) were upserted in this transaction.
 
     The hot path of ingest, so the batch's own aggregates are computed here (no second read of its points) and
     merged into the stored rows by the upsert itself (`_merge_sql`): a block with no row yet had no points, so the
@@ -155,9 +155,9 @@ def _merge_sql(dialect: str, mark: str, count: int) -> str:
 
 def _batch_aggregates(rows: Sequence[Sequence]) -> dict[tuple[str, int], list]:
     """(key, block) -> [first, last, count, finite min, finite max, first NaN, +Inf, -Inf step, oldest wall time]
-    of `rows`."""
+    of `rows` ((key, step, value, special, wall_time) each)."""
     found: dict[tuple[str, int], list] = {}
-    for _run_key, _rank, key, step, value, special, wall_time in rows:
+    for key, step, value, special, wall_time in rows:
         block = (key, step // BLOCK_STEPS)
         aggregate = found.get(block)
         if aggregate is None:

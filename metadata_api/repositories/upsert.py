@@ -44,15 +44,16 @@ def values_sql(mark: str, width: int, rows: int) -> str:
     return ", ".join([row] * rows)
 
 
-def value_runs(rows: Sequence[Sequence[Any]], most: int) -> Iterator[tuple[int, list[tuple]]]:
+def value_runs(rows: Sequence[Sequence[Any]], most: int,
+               prefix: tuple[Any, ...] = ()) -> Iterator[tuple[int, list[tuple]]]:
     """`rows` as multi-row statements of `most` (a power of two), then half as many, ..., 1 rows: (rows a
-    statement, each statement's parameters, its rows' values one after another). A statement opens its cursors
-    once for all its rows, where `executemany` of a one-row statement runs it once a row; the sizes give at most
-    log2(most) + 1 statement texts, each prepared once per connection."""
+    statement, each statement's parameters: `prefix`, then its rows' values one after another). A statement opens
+    its cursors once for all its rows, where `executemany` of a one-row statement runs it once a row; the sizes
+    give at most log2(most) + 1 statement texts, each prepared once per connection."""
     start, size = 0, most
     while start < len(rows):
         while size > len(rows) - start:
             size //= 2
         end = start + (len(rows) - start) // size * size
-        yield size, [tuple(chain.from_iterable(rows[first:first + size])) for first in range(start, end, size)]
+        yield size, [(*prefix, *chain.from_iterable(rows[first:first + size])) for first in range(start, end, size)]
         start = end

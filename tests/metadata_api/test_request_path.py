@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event, update
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.routing import Router
 from trainmon.metadata_api import auth, routing, transactions
 from trainmon.metadata_api.app import create_app
 from trainmon.metadata_api.auth import create_token, hash_token
@@ -329,22 +330,24 @@ def test_event_loop_writes_keep_one_connection_outside_the_pool(api_settings: Se
 
 
 @pytest.mark.parametrize("telemetry", [False, True])
-def test_well_formed_direct_requests_are_matched_before_fastapis_router(
+def test_well_formed_direct_requests_are_answered_before_fastapis_router(
         make_api: Callable[..., TestClient], monkeypatch: pytest.MonkeyPatch, telemetry: bool) -> None:
-    """`routing.DirectRoutes`, first in the app's router: a well-formed batch or heartbeat reaches its endpoint
-    without FastAPI's router (nor `DirectRoute.handle`), under the same route label; with OPENTELEMETRY=true
-    FastAPI's router keeps every request (its spans name the route)."""
+    """`routing.DirectRoutes`, matched by the request guard: a well-formed batch or heartbeat reaches its endpoint
+    without Starlette's exception middleware, FastAPI's router or `DirectRoute.handle`, under the same route label,
+    and the app's handlers answer its errors; with OPENTELEMETRY=true FastAPI's router keeps every request (its
+    spans name the route)."""
     routed: list[str] = []
-    ordinary = DirectRoute.handle
+    ordinary = Router.__call__
 
-    async def counted(self: DirectRoute, scope: dict, receive: Any, send: Any) -> None:
-        routed.append(scope["path"])
+    async def counted(self: Router, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            routed.append(scope["path"])
         await ordinary(self, scope, receive, send)
 
-    monkeypatch.setattr(DirectRoute, "handle", counted)
+    monkeypatch.setattr(Router, "__call__", counted)
     api = make_api(opentelemetry=telemetry)
-    assert isinstance(api.app.router.routes[0], routing.DirectRoutes) is not telemetry  # type: ignore[attr-defined]
-    assert api.post("/api/runs", json=RUN).status_code == 201
+    assert api.post("/api/runs", json=RUN).status_code == 201 and routed == ["/api/runs"]  # not a direct route
+    routed.clear()
     lines = {"batch_id": "l1", "lines": [{"time": "2026-01-01T00:00:00Z", "message": "step 1"}]}
     answers = [api.post("/api/runs/r/metrics", json=POINTS).status_code,
                api.post("/api/runs/r/metrics?project=default", json={**POINTS, "batch_id": "b2"}).status_code,
@@ -354,6 +357,8 @@ def test_well_formed_direct_requests_are_matched_before_fastapis_router(
     direct = ["/api/runs/r/metrics", "/api/runs/r/metrics", "/api/runs/r/heartbeat", "/api/runs/r/logs",
               "/api/runs/nope/heartbeat"]
     assert routed == (direct if telemetry else [])
+    missing = api.post("/api/runs/nope/metrics", json=POINTS)  # the app's handler answers the endpoint's 404
+    assert missing.status_code == 404 and set(missing.json()) == {"detail"} and "nope" in missing.json()["detail"]
     assert api.post("/api/runs/r/metrics?project=", json=POINTS).status_code == 422  # not well-formed: routed
     assert routed[-1] == "/api/runs/r/metrics"
     wrong_method = api.get("/api/runs/r/metrics")  # the path of a direct route, another method: FastAPI's 405
@@ -363,3 +368,30 @@ def test_well_formed_direct_requests_are_matched_before_fastapis_router(
     assert counts[("POST", "/api/runs/{run_id}/heartbeat", "404")] == 1
     assert counts[("POST", "/api/runs/{run_id}/logs", "200")] == 1
     assert api.app.url_path_for("ingest_metrics", run_id="r") == "/api/runs/r/metrics"  # type: ignore[attr-defined]
+
+
+def test_a_direct_endpoints_errors_get_the_apps_answers(api_settings: Settings,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a directly called endpoint raises is answered as the exception middleware would: the app's handler
+    for its class (a database error: 503 with Retry-After while the database is busy), and a 500 from the server
+    error layer for anything unhandled; the request is counted under its route either way."""
+    from sqlalchemy.exc import OperationalError
+    from trainmon.metadata_api.routes import points
+
+    failures: list[Exception] = []
+
+    def failing(*_args: Any, **_kwargs: Any) -> tuple[int, bool]:
+        raise failures[-1]
+
+    with TestClient(create_app(api_settings), raise_server_exceptions=False) as api:
+        assert api.post("/api/runs", json=RUN).status_code == 201
+        monkeypatch.setattr(points, "store_metric_batch", failing)
+        failures.append(OperationalError("BEGIN IMMEDIATE", {}, sqlite3.OperationalError("database is locked")))
+        busy = api.post("/api/runs/r/metrics", json=POINTS)
+        assert busy.status_code == 503 and "retry-after" in busy.headers and busy.json()["detail"]
+        failures.append(RuntimeError("a bug"))
+        broken = api.post("/api/runs/r/metrics", json=POINTS)
+        assert broken.status_code == 500 and broken.text == "Internal Server Error"
+        counts = request_counts(api)
+        assert counts[("POST", "/api/runs/{run_id}/metrics", "503")] == 1
+        assert counts[("POST", "/api/runs/{run_id}/metrics", "500")] == 1
