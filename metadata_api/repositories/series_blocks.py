@@ -116,8 +116,9 @@ def record_written(connection: Connection, run_key: int, rank: int, rows: Sequen
     The hot path of ingest, so the batch's own aggregates are computed here (no second read of its points) and
     merged into the stored rows by the upsert itself (`_merge_sql`): a block with no row yet had no points, so the
     batch's aggregates are the block's; a block whose stored last step is before the batch's first step in it
-    gained points and lost none, so the two merge exactly. The upsert leaves any other block alone (a step may have
-    been replaced), and those, the blocks it did not return, are recomputed from their points."""
+    gained points and lost none, so the two merge exactly (the oldest wall time when the batch's is no older). The
+    upsert leaves any other block alone (a step may have been replaced, or the batch's clock is behind), and
+    those, the blocks it did not return, are recomputed from their points."""
     batch = _batch_aggregates(rows)
     if not batch:
         return
@@ -134,8 +135,11 @@ def record_written(connection: Connection, run_key: int, rank: int, rows: Sequen
 
 @functools.lru_cache(maxsize=16)
 def _merge_sql(dialect: str, mark: str, count: int) -> str:
-    """Upsert `count` blocks' batch aggregates, merged into a stored row when the batch only appends to it; returns
-    (key, block) of the rows inserted or merged."""
+    """Upsert `count` blocks' batch aggregates, merged into a stored row when the batch only appends to it and
+    brings no older wall time; returns (key, block) of the rows inserted or merged. The oldest wall time is left
+    out of the merge (a trainer's clock moves forward): the `min_wall_time` index entry of a merged row is not
+    rewritten (one page of WAL a commit less), and a batch older than the block is recomputed like a replaced
+    step."""
     if dialect == "postgresql":
         least, greatest = "LEAST({0}, {1})", "GREATEST({0}, {1})"  # both ignore NULL
     else:  # SQLite's two-argument MIN/MAX are NULL when either is
@@ -145,12 +149,12 @@ def _merge_sql(dialect: str, mark: str, count: int) -> str:
              "min_value": least.format(stored("min_value"), new("min_value")),
              "max_value": greatest.format(stored("max_value"), new("max_value")),
              **{name: f"COALESCE({stored(name)}, {new(name)})"
-                for name in ("nan_step", "pos_inf_step", "neg_inf_step")},
-             "min_wall_time": least.format(stored("min_wall_time"), new("min_wall_time"))}
+                for name in ("nan_step", "pos_inf_step", "neg_inf_step")}}
     return (f"INSERT INTO metric_blocks (run_key, rank, key, block, {', '.join(_BLOCK_COLUMNS)}) VALUES "
             f"{values_sql(mark, 4 + len(_BLOCK_COLUMNS), count)} ON CONFLICT (run_key, rank, key, block) DO UPDATE SET "
             f"{', '.join(f'{name} = {value}' for name, value in merge.items())} "
-            f"WHERE {new('first_step')} > {stored('last_step')} RETURNING key, block")
+            f"WHERE {new('first_step')} > {stored('last_step')} "
+            f"AND {new('min_wall_time')} >= {stored('min_wall_time')} RETURNING key, block")
 
 
 def _batch_aggregates(rows: Sequence[Sequence]) -> dict[tuple[str, int], list]:
