@@ -29,27 +29,30 @@ import time
 from datetime import timedelta
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
-from trainmon.common.naming import normalize_key
+from trainmon.common.naming import MAX_KEY_LENGTH, normalize_key
 from trainmon.common.wire import NONFINITE_JSON
 
 from .. import errors
 from ..db import SPECIAL_FINITE, encode_value, utcnow
 from ..deps import ProjectQuery, RunIdPath, principal_of, resolve_run
-from ..models import RunStatus
+from ..models import NAME_LENGTH, RunStatus
 from ..repositories import ingest_batches
 from ..repositories import points as point_repo
 from ..repositories import runs as run_repo
 from ..routing import DirectRoute, batch_answer, store_batch
 from ..schemas import IngestResult, MetricBatch, PointIn, metric_key_error, openapi_body, parse_json_body
-from ..schemas.points import Row, merge_row_value_errors
+from ..schemas.base import check_text
+from ..schemas.points import MAX_RANK, MAX_STEP, merge_row_value_errors
 from ..transactions import driver_transaction
 
 router = APIRouter(prefix="/api", tags=["metrics"], route_class=DirectRoute)
 KIND = "metrics"
 HEARTBEAT_RESOLUTION = timedelta(seconds=1)
 ENCODED_NONFINITE = {text: encode_value(number) for text, number in NONFINITE_JSON.items()}  # the wire's strings
+_SDK_FIELDS = frozenset({"batch_id", "rank", "rows"})  # `sdk_batch`: a batch with any other field is pydantic's
 
 
 def parse_metric_batch(body: bytes) -> MetricBatch:
@@ -85,32 +88,80 @@ def point_rows(points: list[PointIn], now: float) -> list[point_repo.PointRow]:
     return list(latest.values())
 
 
-def row_points(rows: list[Row], now: float) -> list[point_repo.PointRow]:
-    """`point_rows` for the rows form: the values of each row at its step and wall time. What the SDK sends (steps
-    rising row by row, keys already normalised) cannot name a (key, step) twice, so it skips the deduplication."""
+def sdk_batch(body: bytes) -> tuple[str, int, list] | None:
+    """(batch_id, rank, rows) of a body that is what the SDK sends, parsed by orjson: a batch in the rows form with
+    nothing but `batch_id`, `rank` and `rows`, its id and rank valid (its rows are checked by `row_points`). None
+    for anything else, and for any body orjson cannot parse: pydantic parses those (`parse_metric_batch`), and
+    answers their errors. orjson and a few type checks cost about a quarter of pydantic's validation of the
+    same batch (27 -> 8 us hot, 59 -> 15 us with cold caches, 100 points)."""
+    try:
+        batch = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if batch.__class__ is not dict or not batch.keys() <= _SDK_FIELDS:
+        return None
+    batch_id, rank, rows = batch.get("batch_id"), batch.get("rank", 0), batch.get("rows")
+    if batch_id.__class__ is not str or not 0 < len(batch_id) <= NAME_LENGTH or rank.__class__ is not int \
+            or not 0 <= rank <= MAX_RANK or rows.__class__ is not list or not rows:
+        return None
+    try:
+        check_text(batch_id)
+    except ValueError:
+        return None
+    return batch_id, rank, rows
+
+
+def row_points(rows: list[Any], now: float, checked: bool = True) -> tuple[list[point_repo.PointRow], int] | None:
+    """`point_rows` for the rows form, and the count of values given: the values of each row at its step and wall
+    time. What the SDK sends (steps rising row by row, keys already normalised) cannot name a (key, step) twice, so
+    it skips the deduplication.
+
+    `checked=False`: rows as parsed by orjson (`sdk_batch`), each element checked here as `schemas.Row` would
+    (strict types and bounds; JSON has no non-finite number for orjson to give); None at the first that is not
+    as expected, or a key that does not normalise, for pydantic to judge. Rows pydantic validated pass the same
+    checks; an unusable key is their 422."""
     keys: dict[str, str] = {}
     found: list[point_repo.PointRow] = []
     append = found.append
     previous_step = -1
     unique = True  # no (key, step) twice: steps rise row by row and every key is its own normalisation
-    for index, (step, wall_time, values) in enumerate(rows):
+    for index, row in enumerate(rows):
+        if (row.__class__ is not list and row.__class__ is not tuple) or len(row) != 3:
+            return None
+        step, wall_time, values = row
+        if step.__class__ is not int or not 0 <= step <= MAX_STEP or values.__class__ is not dict or not values:
+            return None
+        if wall_time is None:
+            wall_time = now
+        elif wall_time.__class__ is not float or not wall_time >= 0.0:
+            return None
         if step <= previous_step:
             unique = False
         previous_step = step
-        wall = now if wall_time is None else wall_time
         for given, value in values.items():
             key = keys.get(given)
             if key is None:
-                key = keys[given] = _key(given, ("body", "rows", index, 2, given, "[key]"))
+                if not 0 < len(given) <= MAX_KEY_LENGTH:
+                    return None
+                if checked:
+                    key = _key(given, ("body", "rows", index, 2, given, "[key]"))
+                elif (key := normalize_key(given)) is None:
+                    return None
+                keys[given] = key
                 unique = unique and key == given
-            if value.__class__ is str:  # `stored_value`, inlined: a call a value costs ~5 us a 100-point batch
+            # `stored_value`, inlined: a call a value costs ~5 us a 100-point batch
+            if value.__class__ is float:
+                if value - value == 0.0:  # finite (NaN and +-Inf give NaN): the common case, no call
+                    special = SPECIAL_FINITE
+                else:  # pydantic parses the JSON tokens NaN and Infinity
+                    value, special = encode_value(value)
+            elif value.__class__ is str and value in ENCODED_NONFINITE:
                 value, special = ENCODED_NONFINITE[value]
-            elif value - value == 0.0:
-                special = SPECIAL_FINITE
             else:
-                value, special = encode_value(value)
-            append((key, step, value, special, wall))
-    return found if unique else list({(point[0], point[1]): point for point in found}.values())
+                return None
+            append((key, step, value, special, wall_time))
+    count = len(found)
+    return (found if unique else list({(point[0], point[1]): point for point in found}.values())), count
 
 
 def _key(given: str, loc: tuple[Any, ...]) -> str:
@@ -136,20 +187,30 @@ def store_metric_batch(request: Request, run_id: str, project: str | None, body:
     """Validate and store one batch (see the module docstring) in one transaction: (accepted, duplicate).
     `wait=False`: `transactions.WriterBusy` instead of waiting for SQLite's write lock."""
     state = request.app.state
-    batch = parse_metric_batch(body)
-    count = batch.point_count
-    if count > state.settings.max_points_per_batch:
-        field = "points" if batch.points is not None else "rows"
-        raise HTTPException(413, f"{field}: {count} points, at most {state.settings.max_points_per_batch} a batch")
     received = time.time()
-    points = point_rows(batch.points, received) if batch.points is not None else row_points(batch.rows, received)
+    sent = sdk_batch(body)
+    parsed = None if sent is None else row_points(sent[2], received, checked=False)
+    if sent is not None and parsed is not None:
+        batch_id, rank, (points, count) = sent[0], sent[1], parsed
+        _check_count(count, "rows", state.settings.max_points_per_batch)
+    else:
+        batch = parse_metric_batch(body)
+        batch_id, rank, count = batch.batch_id, batch.rank, batch.point_count
+        _check_count(count, "points" if batch.points is not None else "rows", state.settings.max_points_per_batch)
+        points = point_rows(batch.points, received) if batch.points is not None \
+            else row_points(batch.rows, received)[0]  # type: ignore[index] - validated rows pass
     with driver_transaction(state.engine, wait=wait) as connection:
         principal = principal_of(request, connection)  # first: without a valid token, 401 whether the run exists or not
         run: Any = resolve_run(connection, principal, run_id, project, write=True, refs_only=True)
-        if not ingest_batches.claim_batch(connection, run.key, KIND, batch.batch_id, len(points)):
-            return ingest_batches.stored_count(connection, run.key, KIND, batch.batch_id) or 0, True  # wrote nothing
-        accepted = point_repo.upsert_points(connection, run.key, batch.rank, points)
+        if not ingest_batches.claim_batch(connection, run.key, KIND, batch_id, len(points)):
+            return ingest_batches.stored_count(connection, run.key, KIND, batch_id) or 0, True  # wrote nothing
+        accepted = point_repo.upsert_points(connection, run.key, rank, points)
         now = utcnow()
         if run.status == RunStatus.RUNNING.value and now - run.last_heartbeat > HEARTBEAT_RESOLUTION:
             run_repo.touch_heartbeat(connection, run.key, now)  # a batch is a sign of life (not every batch)
     return accepted, False
+
+
+def _check_count(count: int, field: str, most: int) -> None:
+    if count > most:
+        raise HTTPException(413, f"{field}: {count} points, at most {most} a batch")
