@@ -28,7 +28,7 @@ from typing import Any
 import requests
 from _common import REPO, alternating_rounds, bench_database
 from trainmon.metadata_api import migrations
-from trainmon.metadata_api.db import encode_value, make_engine
+from trainmon.metadata_api.db import PAGE_CACHE_KIB, encode_value, make_engine
 
 from devtools.procs import run_api
 
@@ -103,6 +103,8 @@ def sqlite_connect(path: Path) -> Callable[[], sqlite3.Connection]:
         connection.execute("PRAGMA journal_mode = WAL")
         connection.execute("PRAGMA synchronous = NORMAL")
         connection.execute("PRAGMA foreign_keys = ON")
+        connection.execute(f"PRAGMA cache_size = -{PAGE_CACHE_KIB}")  # the API's own settings
+        connection.execute("PRAGMA temp_store = MEMORY")
         return connection
 
     return connect

@@ -47,6 +47,7 @@ T = TypeVar("T")
 INLINE_MAX_BYTES = 64 * 1024
 
 _NO_DEFAULT = inspect.Parameter.empty
+_UNSEEN = object()  # `DirectRoutes`: a request target not matched before
 
 
 class _Parameter:
@@ -119,23 +120,42 @@ class DirectRoutes:
     what the endpoint raises (`answer_error`), as the exception middleware would. Anything else matches nothing
     here and takes the usual way, to the same route."""
 
+    #: matches remembered (a bounded table, cleared when full), for request targets up to this long
+    MAX_REMEMBERED, REMEMBERED_TARGET = 4096, 512
+
     def __init__(self, routes: list[DirectRoute]):
         self.routes = routes
+        self._known: dict[tuple[str, str, bytes], tuple[DirectRoute, dict[str, Any], dict[str, Any]] | None] = {}
 
     def match(self, scope: Scope) -> Callable[[Scope, Receive, Send], Awaitable[None]] | None:
         """The call that answers this request, with `scope` completed as the router completes it (endpoint,
-        path parameters, route, router), or None when no direct route takes it as it is."""
-        path, method = get_route_path(scope), scope["method"]
+        path parameters, route, router), or None when no direct route takes it as it is. A match depends on the
+        method, path and query string alone, so the answer for each is remembered: 64 ranks of a run send the
+        same three targets, and a repeat costs a lookup, not the route regexes and the parameters' validation."""
+        target = (scope["method"], get_route_path(scope), scope["query_string"])
+        known = self._known.get(target, _UNSEEN)
+        if known is _UNSEEN:
+            known = self._match(*target)
+            if len(target[1]) + len(target[2]) <= self.REMEMBERED_TARGET:
+                if len(self._known) >= self.MAX_REMEMBERED:
+                    self._known.clear()
+                self._known[target] = known
+        if known is None:
+            return None
+        route, path_params, arguments = known
+        scope.update(endpoint=route.endpoint, path_params=dict(path_params), route=route)
+        scope.setdefault("router", scope["app"].router)
+        return functools.partial(route.call_directly, arguments=dict(arguments))
+
+    def _match(self, method: str, path: str,
+               query_string: bytes) -> tuple[DirectRoute, dict[str, Any], dict[str, Any]] | None:
         for route in self.routes:
             if method in route.methods and (found := route.path_regex.match(path)) is not None:
-                path_params = {**scope.get("path_params", {}),
-                               **{name: route.param_convertors[name].convert(value)
-                                  for name, value in found.groupdict().items()}}
-                arguments = route.direct_arguments(path_params, scope["query_string"])
+                path_params = {name: route.param_convertors[name].convert(value)
+                               for name, value in found.groupdict().items()}
+                arguments = route.direct_arguments(path_params, query_string)
                 if arguments is not None:
-                    scope.update(endpoint=route.endpoint, path_params=path_params, route=route)
-                    scope.setdefault("router", scope["app"].router)
-                    return functools.partial(route.call_directly, arguments=arguments)
+                    return route, path_params, arguments
         return None
 
 

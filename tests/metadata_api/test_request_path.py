@@ -395,3 +395,35 @@ def test_a_direct_endpoints_errors_get_the_apps_answers(api_settings: Settings,
         counts = request_counts(api)
         assert counts[("POST", "/api/runs/{run_id}/metrics", "503")] == 1
         assert counts[("POST", "/api/runs/{run_id}/metrics", "500")] == 1
+
+
+def test_direct_matches_are_remembered_per_request_target_in_a_bounded_table(api: TestClient) -> None:
+    """`DirectRoutes.match` answers a repeated method + path + query from its table (the routes' regexes and the
+    parameters' validation are not run again), the same as the first time; each request gets arguments and path
+    parameters of its own; the table is bounded and long targets are not remembered."""
+    guard = api.app.middleware_stack  # type: ignore[attr-defined]
+    while not hasattr(guard, "direct_routes"):
+        guard = guard.app
+    direct = guard.direct_routes
+    direct._known.clear()
+
+    def scope(path: str, query: bytes = b"", method: str = "POST") -> dict[str, Any]:
+        return {"type": "http", "method": method, "path": path, "root_path": "", "query_string": query,
+                "app": api.app}
+
+    first, second = scope("/api/runs/r1/metrics", b"project=default"), scope("/api/runs/r1/metrics", b"project=default")
+    calls = [direct.match(first), direct.match(second)]
+    assert all(call is not None for call in calls) and len(direct._known) == 1
+    assert first["route"] is second["route"] and first["path_params"] == second["path_params"] == {"run_id": "r1"}
+    assert first["path_params"] is not second["path_params"]
+    assert calls[0].keywords["arguments"] == {"run_id": "r1", "project": "default"}  # type: ignore[union-attr]
+    assert calls[0].keywords["arguments"] is not calls[1].keywords["arguments"]  # type: ignore[union-attr]
+    for _ in range(2):  # not well-formed, or not a direct route: FastAPI's way, every time
+        assert direct.match(scope("/api/runs/r1/metrics", b"project=")) is None
+        assert direct.match(scope("/api/runs/r1/metrics", method="GET")) is None
+        assert direct.match(scope("/api/experiments")) is None
+    assert direct.match(scope("/api/runs/r1/metrics", b"x" * 600)) is None and len(direct._known) == 4
+    direct.MAX_REMEMBERED = 6
+    for index in range(5):
+        assert direct.match(scope(f"/api/runs/r{index + 2}/heartbeat")) is not None
+    assert 1 <= len(direct._known) <= 6
