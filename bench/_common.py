@@ -67,7 +67,8 @@ def print_medians(samples: Mapping[str, Sequence[float]], floor: str, unit: str,
         line = f"{mode:>{width}}: median {medians[mode] * scale:9.{digits}f} {unit}"
         if p90:
             line += f"  p90 {statistics.quantiles(values, n=10)[-1] * scale:9.{digits}f} {unit}"
-        print(f"{line}  ratio vs {floor} {medians[mode] / medians[floor]:.3f}  (n={len(values)})")
+        ratio = f"{medians[mode] / medians[floor]:.3f}" if medians[floor] else "n/a (a floor of 0)"
+        print(f"{line}  ratio vs {floor} {ratio}  (n={len(values)})")
     return medians
 
 

@@ -38,3 +38,11 @@ def test_cpu_reading_counts_a_process_threads_to_the_microsecond() -> None:
     finally:
         busy.kill()
         busy.wait()
+
+
+def test_print_medians_reads_a_floor_of_zero_as_no_ratio(capsys) -> None:  # noqa: ANN001 - pytest's fixture
+    """A floor that measured nothing (a noisy run: CPU over a floor clamped at 0) prints n/a, not a crash."""
+    medians = _common().print_medians({"exporter": [0.0, 0.0, 1e-6], "shipping": [2e-6, 3e-6, 4e-6]}, "exporter",
+                                      "us", scale=1e6)
+    assert medians == {"exporter": 0.0, "shipping": 3e-6}
+    assert "ratio vs exporter n/a" in capsys.readouterr().out
