@@ -48,7 +48,7 @@ def mostly(good: st.SearchStrategy[Any], odd: st.SearchStrategy[Any], weight: in
     return st.integers(0, weight).flatmap(lambda draw: odd if draw == weight else good)
 
 
-KEYS = mostly(st.sampled_from(["loss", "accuracy", "lr", "grad_norm", "train/loss"]),
+KEYS = mostly(st.sampled_from(["loss", "accuracy", "lr", "grad_norm", "train/loss", "a_b", "a.b"]),
               st.sampled_from(["a b", "", "x" * 300, "1st", "é", "k\x00", "___", " loss"]) | st.text(max_size=4))
 VALUES = mostly(st.floats(allow_nan=False, allow_infinity=False) | st.sampled_from(["NaN", "Infinity", "-Infinity"]),
                 st.floats() | st.integers(-2**70, 2**70) | st.booleans() | st.none() | st.text(max_size=3)
@@ -106,4 +106,6 @@ def test_what_the_sdk_sends_takes_the_fast_way(rank: int) -> None:
     assert fast is not None and fast == pydantic_way(body)
     batch_id, sent_rank, points, count = fast
     assert (batch_id, sent_rank, count, len(points)) == ("b-1", rank, 101, 101)
-    assert points[0] == ("loss", 0, 1.0, 0, 1_700_000_000.0) and points[-1] == ("loss", 25, 0.5, 0, NOW)
+    assert points[0] == ("loss", 0, 1.0, 0, 1_700_000_000.0) and points[25] == ("loss", 25, 0.5, 0, NOW)
+    assert [key for key, *_ in points] == ["loss"] * 26 + ["lr"] * 25 + ["grad_norm"] * 25 + ["overflow"] * 25
+    assert points[-1] == ("overflow", 24, None, 2, 1_700_000_024.0)  # +Inf: (no value, special 2)
