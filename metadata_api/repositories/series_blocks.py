@@ -117,26 +117,26 @@ def record_written(connection: Connection, run_key: int, rank: int, rows: Sequen
     merged into the stored rows by the upsert itself (`_merge_sql`): a block with no row yet had no points, so the
     batch's aggregates are the block's; a block whose stored last step is before the batch's first step in it
     gained points and lost none, so the two merge exactly (the oldest wall time when the batch's is no older). The
-    upsert leaves any other block alone (a step may have been replaced, or the batch's clock is behind), and
-    those, the blocks it did not return, are recomputed from their points."""
+    upsert leaves any other block alone (a step may have been replaced, or the batch's clock is behind); when it
+    wrote fewer rows than the batch has blocks, all of the batch's blocks are recomputed from their points."""
     batch = _batch_aggregates(rows)
     if not batch:
         return
     _lock_ranks(connection, [(run_key, rank)])
-    merged: set[tuple[str, int]] = set()
     blocks = [(run_key, rank, key, block, *aggregates) for (key, block), aggregates in batch.items()]
+    written = 0
     for size, statements in value_runs(blocks, MERGE_CHUNK):
         sql = _merge_sql(connection.dialect.name, param_mark(connection), size)
-        for parameters in statements:  # one at a time: each returns its rows
-            merged.update(tuple(row) for row in connection.exec_driver_sql(sql, parameters))
-    refresh_blocks(connection, [(run_key, rank, key, block) for key, block in batch if (key, block) not in merged],
-                   points_deleted=False)
+        for parameters in statements:  # one at a time: the rows each inserted or merged
+            written += connection.exec_driver_sql(sql, parameters).rowcount
+    if written != len(blocks):  # rare: a step replaced, or a clock behind; no RETURNING (~10 us a statement)
+        refresh_blocks(connection, [(run_key, rank, key, block) for key, block in batch], points_deleted=False)
 
 
 @functools.lru_cache(maxsize=16)
 def _merge_sql(dialect: str, mark: str, count: int) -> str:
     """Upsert `count` blocks' batch aggregates, merged into a stored row when the batch only appends to it and
-    brings no older wall time; returns (key, block) of the rows inserted or merged. The oldest wall time is left
+    brings no older wall time (its row count: the rows inserted or merged). The oldest wall time is left
     out of the merge (a trainer's clock moves forward): the `min_wall_time` index entry of a merged row is not
     rewritten (one page of WAL a commit less), and a batch older than the block is recomputed like a replaced
     step."""
@@ -154,25 +154,29 @@ def _merge_sql(dialect: str, mark: str, count: int) -> str:
             f"{values_sql(mark, 4 + len(_BLOCK_COLUMNS), count)} ON CONFLICT (run_key, rank, key, block) DO UPDATE SET "
             f"{', '.join(f'{name} = {value}' for name, value in merge.items())} "
             f"WHERE {new('first_step')} > {stored('last_step')} "
-            f"AND {new('min_wall_time')} >= {stored('min_wall_time')} RETURNING key, block")
+            f"AND {new('min_wall_time')} >= {stored('min_wall_time')}")
 
 
 def _batch_aggregates(rows: Sequence[Sequence]) -> dict[tuple[str, int], list]:
     """(key, block) -> [first, last, count, finite min, finite max, first NaN, +Inf, -Inf step, oldest wall time]
-    of `rows` ((key, step, value, special, wall_time) each)."""
+    of `rows` ((key, step, value, special, wall_time) each). The route groups a batch's points by series, so a
+    point's block is most often the previous point's: looked up only when it changes."""
     found: dict[tuple[str, int], list] = {}
+    current: tuple[str, int] | None = None
+    aggregate: list = []
     for key, step, value, special, wall_time in rows:
-        block = (key, step // BLOCK_STEPS)
-        aggregate = found.get(block)
-        if aggregate is None:
-            found[block] = aggregate = [step, step, 0, value, value, None, None, None, wall_time]
-        else:
-            if step < aggregate[0]:
-                aggregate[0] = step
-            elif step > aggregate[1]:
-                aggregate[1] = step
-            if wall_time < aggregate[8]:
-                aggregate[8] = wall_time
+        block = step // BLOCK_STEPS
+        if current is None or block != current[1] or key != current[0]:
+            current = (key, block)
+            aggregate = found.get(current)  # type: ignore[assignment]
+            if aggregate is None:
+                found[current] = aggregate = [step, step, 0, value, value, None, None, None, wall_time]
+        if step < aggregate[0]:
+            aggregate[0] = step
+        elif step > aggregate[1]:
+            aggregate[1] = step
+        if wall_time < aggregate[8]:
+            aggregate[8] = wall_time
         aggregate[2] += 1
         if special:  # 1 NaN, 2 +Inf, 3 -Inf: the columns after max
             slot = 4 + special
