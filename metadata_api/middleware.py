@@ -15,6 +15,10 @@ the headers and wrapping `send` again. In order:
    uploads (paths ending in `/artifacts`) `MAX_ARTIFACT_BYTES`, checkpoint file uploads
    (`.../checkpoints/{id}/file`) `MAX_CHECKPOINT_BYTES` plus MULTIPART_OVERHEAD (the route limits the file
    itself), everything else `MAX_BODY_BYTES`.
+
+Then a well-formed trainer write (a metric or log batch, a heartbeat) is answered from here by its endpoint
+(`routing.DirectRoutes`, unless OPENTELEMETRY is on; the app's exception handlers answer its errors); every other
+request goes on to the app's router.
 """
 
 from __future__ import annotations
