@@ -38,7 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
-from _common import alternating_rounds, bench_database, cpu_reading, cpu_seconds_since, print_medians
+from _common import alternating_rounds, bench_database, cpu_reading, cpu_seconds_since, paired_ratios, print_medians
 from api_ingest import raw_run, sqlite_connect
 from trainmon.metadata_api import migrations
 from trainmon.metadata_api.auth import create_token
@@ -329,6 +329,9 @@ def main() -> int:
         print(f"ingest: median {statistics.median(samples['ingest']) * 1000:.3f} ms (profiled)")
         return 0
     medians = print_medians(samples, "bare", "ms", scale=1000, digits=3)
+    paired = paired_ratios(samples, "bare")
+    print("paired within each round (median of the mode's CPU / the bare floor's in the same round; steadier when "
+          "the machine drifts): " + ", ".join(f"{mode} {paired[mode]:.2f}x" for mode in samples if mode != "bare"))
     ingest_ms = medians["ingest"] * 1000
     print(f"ingest: {medians['ingest'] * 1e6 / args.points:.1f} us per point; over the floor "
           f"{(medians['ingest'] - medians['bare']) * 1000:.3f} ms a request; goal <= {GOAL_MS} ms: "
